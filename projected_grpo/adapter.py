@@ -1,0 +1,205 @@
+"""AntiPaSTO adapter: each targeted Linear W = U diag(S) Vh gains  U diag(delta_s + delta_s_hack) Vh x.
+
+Only `delta_s` (the main knob) and `delta_s_hack` (the quarantine) train; both start at zero, so the
+wrapped model is bit-identical to the base model, and "knobs zeroed" is a free reference model.
+W is never reconstructed on the forward path; for sampling without gradients the knobs can be
+folded into W (from a kept copy, restored bit-exactly afterwards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class AntiPaSTOLinear(nn.Module):
+    """y = W x + b + U ((Vh x) * (delta_s + delta_s_hack)).
+
+    Keeps the wrapped Linear's `weight`/`bias` Parameters under the same names, so state-dict keys
+    of the base model are unchanged.
+    """
+
+    def __init__(self, base: nn.Linear, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor):
+        super().__init__()
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight  # [d_out, d_in], frozen
+        self.bias = base.bias
+        dt, dev = base.weight.dtype, base.weight.device
+        self.register_buffer("U", U.to(dev, dt), persistent=False)  # [d_out, r]
+        self.register_buffer("Vh", Vh.to(dev, dt), persistent=False)  # [r, d_in]
+        self.register_buffer("S", S.to(dev, torch.float32), persistent=False)  # [r]
+        r = S.numel()
+        self.delta_s = nn.Parameter(torch.zeros(r, device=dev, dtype=torch.float32))  # main knob
+        self.delta_s_hack = nn.Parameter(torch.zeros(r, device=dev, dtype=torch.float32))  # quarantine
+        self.folded = False
+        # Optional per-example hook: called with (module, h [.., r], z [.., r]) on every forward.
+        self.capture: Callable | None = None
+
+    @property
+    def r(self) -> int:
+        return self.S.numel()
+
+    def knob(self) -> torch.Tensor:
+        return self.delta_s + self.delta_s_hack  # [r]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        if self.folded:
+            return y
+        h = F.linear(x, self.Vh)  # [..., r]
+        z = h * self.knob().to(h.dtype)  # [..., r]
+        if self.capture is not None:
+            self.capture(self, h, z)
+        return y + F.linear(z, self.U)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """W <- W + U diag(knob) Vh, keeping the original W for an exact restore."""
+        assert not self.folded, "already folded"
+        self._w_orig = self.weight.detach().clone()
+        delta = (self.U.float() * self.knob().float()) @ self.Vh.float()  # [d_out, d_in]
+        self.weight.copy_((self._w_orig.float() + delta).to(self.weight.dtype))
+        self.folded = True
+
+    @torch.no_grad()
+    def unfold(self) -> None:
+        assert self.folded, "not folded"
+        self.weight.copy_(self._w_orig)
+        del self._w_orig
+        self.folded = False
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, r={self.r}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# SVD with an on-disk cache keyed by the weight bytes
+
+
+def weight_key(w: torch.Tensor) -> str:
+    """Hash of a weight's bytes, dtype and shape."""
+    h = hashlib.sha256()
+    h.update(f"{w.dtype}|{tuple(w.shape)}|".encode())
+    h.update(w.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def atomic_save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def svd_cached(w: torch.Tensor, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of W in float32: U [d_out, r], S [r], Vh [r, d_in]; cached by weight hash."""
+    key = weight_key(w)
+    path = Path(cache_dir) / "svd" / f"{key}.safetensors" if cache_dir is not None else None
+    if path is not None and path.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            stored = (f.metadata() or {}).get("weight_key")
+        if stored != key:
+            raise RuntimeError(
+                f"stale SVD cache entry {path}: stored weight_key={stored!r}, expected {key!r}. "
+                f"The file does not belong to this weight; delete it (rm {path}) or clear the cache dir."
+            )
+        t = load_file(str(path))
+        return t["U"], t["S"], t["Vh"]
+    U, S, Vh = torch.linalg.svd(w.detach().float(), full_matrices=False)
+    U, S, Vh = U.cpu(), S.cpu(), Vh.cpu()
+    if path is not None:
+        atomic_save_safetensors({"U": U, "S": S, "Vh": Vh}, path, {"weight_key": key, "shape": str(tuple(w.shape))})
+    return U, S, Vh
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wrapping and the knob contexts
+
+
+def wrap_model(model: nn.Module, target_suffixes: list[str], cache_dir: Path | None = None) -> list[str]:
+    """Wrap every nn.Linear whose name ends in a target suffix; freeze everything but the knobs."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    targets = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name.split(".")[-1] in set(target_suffixes)
+    ]
+    if not targets:
+        raise ValueError(f"no nn.Linear matches target_suffixes={target_suffixes}; check model.target_suffixes")
+    for name, lin in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        U, S, Vh = svd_cached(lin.weight, cache_dir)
+        setattr(parent, child, AntiPaSTOLinear(lin, U, S, Vh))
+    return [name for name, _ in targets]
+
+
+def adapter_modules(model: nn.Module) -> dict[str, AntiPaSTOLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, AntiPaSTOLinear)}
+
+
+def knob_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    mods = adapter_modules(model).values()
+    return [m.delta_s for m in mods], [m.delta_s_hack for m in mods]
+
+
+@contextmanager
+def _zeroed(params: list[nn.Parameter]) -> Iterator[None]:
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for p in params:
+                p.zero_()
+        yield
+    finally:
+        with torch.no_grad():
+            for p, v in zip(params, saved):
+                p.copy_(v)
+
+
+@contextmanager
+def reference_model(model: nn.Module) -> Iterator[None]:
+    """The free reference model: both knobs zeroed, restored on exit (also after an exception)."""
+    main, hack = knob_parameters(model)
+    with _zeroed(main + hack):
+        yield
+
+
+@contextmanager
+def deployed(model: nn.Module) -> Iterator[None]:
+    """Deployment: the quarantine (delta_s_hack) ablated, restored on exit."""
+    _, hack = knob_parameters(model)
+    with _zeroed(hack):
+        yield
+
+
+@contextmanager
+def folded(model: nn.Module) -> Iterator[None]:
+    """Fast sampling path: knobs folded into W, the bare model's cost; W restored bit-exactly on exit."""
+    mods = list(adapter_modules(model).values())
+    done = []
+    try:
+        for m in mods:
+            m.fold()
+            done.append(m)
+        yield
+    finally:
+        for m in done:
+            m.unfold()

@@ -1,0 +1,235 @@
+"""Structured config: one dataclass per Hydra group, registered in the ConfigStore.
+
+Hydra rejects unknown keys and wrong types (the schemas are the defaults of each group's YAML);
+``validate`` then checks the semantics before any model is built. Every error names the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from projected_grpo.modes import ALL_MODES, MIXED_MODES, Mode
+
+
+class Gate(str, Enum):
+    one_sided = "one_sided"  # remove relu(c) V
+    no_gate = "no_gate"  # remove c V
+    reverse = "reverse"  # remove 2c V
+
+
+class ProjectionMode(str, Enum):
+    none = "none"  # measure cin only
+    erase = "erase"
+    route = "route"
+
+
+class Space(str, Enum):
+    grad = "grad"
+    update = "update"
+
+
+class VSource(str, Enum):
+    real = "real"
+    random = "random"
+    shuffled = "shuffled"
+    nonhack = "nonhack"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+DEFAULT_TARGETS = [
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    # GatedDeltaNet (Qwen3-Next style linear attention)
+    "in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj",
+]  # fmt: skip
+
+
+@dataclass
+class TinyArch:
+    """Qwen3 dimensions for the embedded model (ignored for hub models)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
+    max_position_embeddings: int = 1024
+    vocab_size: int = 2048  # BPE vocabulary size of the project-built tokenizer
+    rope_theta: float = 10000.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hub_id: Optional[str] = None  # None = the embedded offline model built from `arch`
+    dtype: DType = DType.float32
+    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
+    init_seed: int = 0  # seeds the embedded model's random init
+    arch: TinyArch = field(default_factory=TinyArch)
+    target_suffixes: List[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+
+
+@dataclass
+class ProjectionConfig:
+    mode: ProjectionMode = ProjectionMode.erase
+    gate: Gate = Gate.one_sided
+    overshoot: float = 1.0
+    preserve_magnitude: bool = False
+    space: Space = Space.grad
+
+
+@dataclass
+class VHackConfig:
+    extract_top_k: int = 12
+    k: int = 5
+    drop_bottom_frac: float = 0.25
+    tau_axis: float = 0.0
+    n_heldout: int = 2
+    refresh_every: int = 0
+    source: VSource = VSource.real
+    modes: List[Mode] = field(default_factory=lambda: list(ALL_MODES))
+    path: Optional[str] = None  # None = automatic cache path
+    seed: int = 0  # seeds the random/shuffled controls
+
+
+@dataclass
+class RewardModeConfig:
+    name: str = MISSING
+    modes: List[Mode] = field(default_factory=lambda: list(MIXED_MODES))
+
+
+@dataclass
+class EnvConfig:
+    source: str = "embedded"  # "embedded" | a path to an rl-rewardhacking jsonl | a `datasets` hub id
+    n_workers: int = 2  # grading fork-servers
+    time_floor_s: float = 1.0  # per-problem CPU limit = max(floor, factor * canonical CPU time)
+    time_factor: float = 4.0
+
+
+@dataclass
+class TeacherConfig:
+    enabled: bool = True
+    n_per_problem: int = 8
+    frac_hack: float = 0.75
+    frac_honest: float = 0.15  # the rest are wrong completions
+    modes: Optional[List[Mode]] = None  # restrict the pool's hacks to these modes (weak detector); None = all
+
+
+@dataclass
+class TrainerConfig:
+    seed: int = 42
+    steps: int = 20
+    group: int = 8  # completions per prompt (student + teacher)
+    mix_ratio: float = 0.25  # fraction of each group drawn from the teacher pool
+    prompts_per_step: int = 2
+    lr: float = 1e-2
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    weight_decay_hack: float = 0.0  # decay on delta_s_hack leaks the quarantine back
+    warmup: int = 2
+    grad_clip: float = 1.0
+    beta: float = 0.0  # KL to the free reference model (knobs zeroed), k3 estimator
+    clip_eps: float = 0.2
+    max_new_tokens: int = 160
+    temperature: float = 1.0
+    eval_every: int = 10
+    ckpt_every: int = 10
+    resume: bool = False
+    n_eval_prompts: int = 8
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # "none" | "wandb"
+    mode: str = "offline"  # wandb mode: offline | online | disabled
+    project: str = "projected_grpo"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # None = the sweep directory name (a multirun lands as one group)
+    tags: List[str] = field(default_factory=list)  # added to the tags derived from the chosen group options
+    n_samples: int = 4  # completions per eval logged as a table
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = "${oc.env:PROJECTED_GRPO_CACHE,${oc.env:HOME}/.cache/projected_grpo}"
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    projection: ProjectionConfig = MISSING
+    vhack: VHackConfig = MISSING
+    reward_mode: RewardModeConfig = MISSING
+    logger: LoggerConfig = MISSING
+    env: EnvConfig = field(default_factory=EnvConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A semantically invalid config value; the message names key, value and what is allowed."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
+
+
+def validate(cfg) -> None:
+    """Semantic checks that types alone cannot express. Raises ConfigError on the first bad key."""
+    p, v, t = cfg.projection, cfg.vhack, cfg.trainer
+    _check(p.overshoot >= 0, "projection.overshoot", p.overshoot, "a number >= 0")
+    _check(v.extract_top_k >= 1, "vhack.extract_top_k", v.extract_top_k, "an integer >= 1")
+    _check(
+        1 <= v.k <= v.extract_top_k, "vhack.k", v.k,
+        f"1 <= k <= vhack.extract_top_k ({v.extract_top_k}); raise vhack.extract_top_k to keep more axes",
+    )  # fmt: skip
+    _check(0.0 <= v.drop_bottom_frac < 1.0, "vhack.drop_bottom_frac", v.drop_bottom_frac, "a fraction in [0, 1)")
+    _check(0.0 <= v.tau_axis < 1.0, "vhack.tau_axis", v.tau_axis, "a ratio in [0, 1)")
+    _check(v.n_heldout >= 0, "vhack.n_heldout", v.n_heldout, "an integer >= 0")
+    _check(v.refresh_every >= 0, "vhack.refresh_every", v.refresh_every, "an integer >= 0 (0 = never)")
+    _check(len(v.modes) > 0, "vhack.modes", list(v.modes), f"a non-empty subset of {[m.value for m in Mode]}")
+    _check(len(cfg.reward_mode.modes) > 0, "reward_mode.modes", list(cfg.reward_mode.modes), "a non-empty list")
+    _check(t.group >= 2, "trainer.group", t.group, "an integer >= 2 (advantages need a group)")
+    _check(0.0 <= t.mix_ratio < 1.0, "trainer.mix_ratio", t.mix_ratio, "a fraction in [0, 1) (students need >= 1 slot)")
+    n_teacher = round(t.group * t.mix_ratio)
+    _check(n_teacher < t.group, "trainer.mix_ratio", t.mix_ratio, f"round(group*mix_ratio) < group={t.group}")
+    _check(t.steps >= 0, "trainer.steps", t.steps, "an integer >= 0")
+    _check(t.prompts_per_step >= 1, "trainer.prompts_per_step", t.prompts_per_step, "an integer >= 1")
+    _check(t.lr > 0, "trainer.lr", t.lr, "a number > 0")
+    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "trainer.betas", list(t.betas), "[b1, b2] in [0, 1)")
+    _check(t.weight_decay >= 0, "trainer.weight_decay", t.weight_decay, "a number >= 0")
+    _check(t.warmup >= 0, "trainer.warmup", t.warmup, "an integer >= 0")
+    _check(t.grad_clip >= 0, "trainer.grad_clip", t.grad_clip, "a number >= 0 (0 = off)")
+    _check(t.beta >= 0, "trainer.beta", t.beta, "a number >= 0")
+    _check(t.clip_eps > 0, "trainer.clip_eps", t.clip_eps, "a number > 0")
+    _check(t.max_new_tokens >= 1, "trainer.max_new_tokens", t.max_new_tokens, "an integer >= 1")
+    _check(t.temperature > 0, "trainer.temperature", t.temperature, "a number > 0")
+    _check(t.eval_every >= 0, "trainer.eval_every", t.eval_every, "an integer >= 0 (0 = only at the end)")
+    _check(t.ckpt_every >= 0, "trainer.ckpt_every", t.ckpt_every, "an integer >= 0 (0 = only at the end)")
+    _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "'none' or 'wandb'")
+    _check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode, "offline|online|disabled")
+    _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
+    tc = cfg.teacher
+    _check(tc.n_per_problem >= 1, "teacher.n_per_problem", tc.n_per_problem, "an integer >= 1")
+    _check(
+        0 <= tc.frac_hack and 0 <= tc.frac_honest and tc.frac_hack + tc.frac_honest <= 1,
+        "teacher.frac_hack+frac_honest", (tc.frac_hack, tc.frac_honest), "non-negative fractions summing to <= 1",
+    )  # fmt: skip

@@ -1,0 +1,60 @@
+"""Per-example (or per-group) δS gradients from ONE batched forward/backward.
+
+For a wrapped Linear, z = (Vh x) * knob and the loss gradient of one example w.r.t. δS is
+    dL_b/dδS = Σ_t h_bt ⊙ (Uᵀ ∂L/∂y_bt) = Σ_t h_bt ⊙ ∂L/∂z_bt        h = Vh x  [B, T, r]
+A forward hook keeps h (autograd keeps it anyway) and a tensor hook on z reduces h ⊙ ∂L/∂z over tokens
+and over the examples of each group as the backward pass reaches it. Examples never interact in a
+causal LM forward with a padding mask, so the result is exact (== a loop of per-example backwards).
+The gradient w.r.t. delta_s_hack is the same tensor (the forward uses delta_s + delta_s_hack).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from projected_grpo.adapter import AntiPaSTOLinear, adapter_modules
+
+
+class GradStore:
+    def __init__(self, group_onehot: torch.Tensor):
+        self.onehot = group_onehot  # [B, n_groups]
+        self.grads: dict[str, torch.Tensor] = {}  # name -> [n_groups, r] (float32)
+
+    def hook(self, name: str):
+        def capture(module: AntiPaSTOLinear, h: torch.Tensor, z: torch.Tensor) -> None:
+            if not z.requires_grad:
+                return
+
+            def on_grad(dz: torch.Tensor) -> None:
+                # h, dz: [B, T, r] (or [B, r]); sum over tokens, then over the examples of each group
+                per_ex = (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1)  # [B, r]
+                g = self.onehot.to(per_ex).T @ per_ex  # [n_groups, r]
+                self.grads[name] = self.grads[name] + g if name in self.grads else g
+
+            z.register_hook(on_grad)
+
+        return capture
+
+
+@contextmanager
+def grouped_grads(model: torch.nn.Module, groups: torch.Tensor | None = None, batch: int | None = None) -> Iterator[GradStore]:
+    """Collect δS gradients summed per group (groups: [B] long ids) or per example (groups=None, give batch).
+
+    Usage:  with grouped_grads(model, groups) as store: loss.backward()   ->  store.grads[name]: [n_groups, r]
+    """
+    if groups is None:
+        assert batch is not None, "give groups or batch"
+        groups = torch.arange(batch)
+    onehot = torch.nn.functional.one_hot(groups.long()).float()  # [B, n_groups]
+    store = GradStore(onehot)
+    mods = adapter_modules(model)
+    try:
+        for name, m in mods.items():
+            m.capture = store.hook(name)
+        yield store
+    finally:
+        for m in mods.values():
+            m.capture = None
