@@ -27,6 +27,12 @@ class ProjectionMode(str, Enum):
     none = "none"  # measure cin only
     erase = "erase"
     route = "route"
+    route2 = "route2"  # gradient routing into a distinct-basis quarantine LoRA (projected_grpo/route2.py)
+
+
+class Route2Mask(str, Enum):
+    grad = "grad"  # withhold each rollout's hack-ward δS gradient along v_grad
+    act = "act"  # detach the δS path on tokens whose input activation is flagged along v_act
 
 
 class Space(str, Enum):
@@ -78,6 +84,18 @@ class ModelConfig:
     init_seed: int = 0  # seeds the embedded model's random init
     arch: TinyArch = field(default_factory=TinyArch)
     target_suffixes: List[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    organism: Optional[Any] = None  # build config of the pre-trained CPU organism (conf/model/organism.yaml)
+
+
+@dataclass
+class Route2Config:
+    """projection=route2 only (ignored by the other arms)."""
+
+    rank: int = 8  # r_q of the quarantine LoRA B_q [d_out, r_q] A_q [r_q, d_in]
+    l1: float = 0.0  # L1 penalty on the quarantine output (completion tokens)
+    mask: Route2Mask = Route2Mask.grad
+    act_threshold: float = 2.0  # mask=act: flag when (x·v_act − μ_clean) > act_threshold · σ_clean
+    seed: int = 0  # seeds A_q
 
 
 @dataclass
@@ -87,6 +105,7 @@ class ProjectionConfig:
     overshoot: float = 1.0
     preserve_magnitude: bool = False
     space: Space = Space.grad
+    route2: Route2Config = field(default_factory=Route2Config)
 
 
 @dataclass
@@ -96,6 +115,7 @@ class VHackConfig:
     drop_bottom_frac: float = 0.25
     tau_axis: float = 0.0
     n_heldout: int = 2
+    n_pairs: int = 24  # extraction pairs (train-split problems x vhack.modes, in order); 0 = all
     refresh_every: int = 0
     source: VSource = VSource.real
     modes: List[Mode] = field(default_factory=lambda: list(ALL_MODES))
@@ -147,6 +167,7 @@ class TrainerConfig:
     ckpt_every: int = 10
     resume: bool = False
     n_eval_prompts: int = 8
+    torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
 
 
 @dataclass
@@ -196,6 +217,14 @@ def validate(cfg) -> None:
     """Semantic checks that types alone cannot express. Raises ConfigError on the first bad key."""
     p, v, t = cfg.projection, cfg.vhack, cfg.trainer
     _check(p.overshoot >= 0, "projection.overshoot", p.overshoot, "a number >= 0")
+    r2 = p.route2
+    _check(r2.rank >= 1, "projection.route2.rank", r2.rank, "an integer >= 1")
+    _check(r2.l1 >= 0, "projection.route2.l1", r2.l1, "a number >= 0 (0 = no penalty)")
+    _check(r2.act_threshold > 0, "projection.route2.act_threshold", r2.act_threshold, "a number > 0 (clean stds)")
+    _check(
+        p.mode != ProjectionMode.route2 or p.space == Space.grad, "projection.space", p.space.value,
+        "grad with projection.mode=route2 (route2 masks per-rollout gradients / tokens, not AdamW's update)",
+    )  # fmt: skip
     _check(v.extract_top_k >= 1, "vhack.extract_top_k", v.extract_top_k, "an integer >= 1")
     _check(
         1 <= v.k <= v.extract_top_k, "vhack.k", v.k,
@@ -203,6 +232,10 @@ def validate(cfg) -> None:
     )  # fmt: skip
     _check(0.0 <= v.drop_bottom_frac < 1.0, "vhack.drop_bottom_frac", v.drop_bottom_frac, "a fraction in [0, 1)")
     _check(0.0 <= v.tau_axis < 1.0, "vhack.tau_axis", v.tau_axis, "a ratio in [0, 1)")
+    _check(
+        v.n_pairs == 0 or v.n_pairs >= v.extract_top_k, "vhack.n_pairs", v.n_pairs,
+        f"0 (all pairs) or >= vhack.extract_top_k ({v.extract_top_k}): an SVD of n pairs has at most n axes",
+    )  # fmt: skip
     _check(v.n_heldout >= 0, "vhack.n_heldout", v.n_heldout, "an integer >= 0")
     _check(v.refresh_every >= 0, "vhack.refresh_every", v.refresh_every, "an integer >= 0 (0 = never)")
     _check(len(v.modes) > 0, "vhack.modes", list(v.modes), f"a non-empty subset of {[m.value for m in Mode]}")
@@ -226,6 +259,7 @@ def validate(cfg) -> None:
     _check(t.ckpt_every >= 0, "trainer.ckpt_every", t.ckpt_every, "an integer >= 0 (0 = only at the end)")
     _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "'none' or 'wandb'")
     _check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode, "offline|online|disabled")
+    _check(t.torch_threads >= 0, "trainer.torch_threads", t.torch_threads, "an integer >= 0 (0 = torch default)")
     _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
     tc = cfg.teacher
     _check(tc.n_per_problem >= 1, "teacher.n_per_problem", tc.n_per_problem, "an integer >= 1")

@@ -37,15 +37,21 @@ def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
     return ids, attn, cmask
 
 
-def token_logprobs(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """log p(ids[:, t] | ids[:, :t]) for t >= 1 -> [B, T-1] (float32). Position ids follow the mask."""
+def completion_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, cmask: torch.Tensor):
+    """log p(completion tokens | prompt, earlier tokens) for a `pack`ed batch -> (logp [B, Lc], mask [B, Lc]).
+
+    The completion region is the last Lc columns; the LM head runs only on the Lc positions that predict
+    them (`logits_to_keep`), not on the prompt. Position ids follow the attention mask (left padding)."""
+    lc = int(cmask.shape[1] - cmask.any(0).float().argmax())  # completion columns = T - lp
     pos = (attn.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1].float()  # [B, T-1, V]
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=lc + 1)
+    logits = out.logits[:, :-1].float()  # [B, Lc, V]: the logit at column t-1 predicts token t
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -lc:, None]).squeeze(-1)  # [B, Lc]
+    return logp, cmask[:, -lc:]
 
 
 def completion_nll(model, ids, attn, cmask) -> torch.Tensor:
     """Mean completion-token NLL per example -> [B]."""
-    lp = token_logprobs(model, ids, attn)
-    m = cmask[:, 1:].float()
+    lp, mask = completion_logprobs(model, ids, attn, cmask)
+    m = mask.float()
     return -(lp * m).sum(1) / m.sum(1).clamp(min=1)

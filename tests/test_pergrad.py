@@ -47,3 +47,19 @@ def test_grouped_sums_equal_full_gradient():
     for name, m in adapter_modules(model).items():
         assert store.grads[name].shape == (2, m.r)
         assert torch.allclose(store.grads[name].sum(0), m.delta_s.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_completion_logprobs_match_full_logits():
+    from projected_grpo.tokens import completion_logprobs, pack
+
+    model = random_qwen3()
+    prompts, comps = [[5, 6, 7], [8, 9, 10, 11, 12]], [[20, 21, 22, 23], [30, 31]]
+    ids, attn, cmask = pack(prompts, comps, pad_id=0)
+    logp, mask = completion_logprobs(model, ids, attn, cmask)
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    full = torch.log_softmax(model(input_ids=ids, attention_mask=attn, position_ids=pos).logits.float(), -1)
+    for b, c in enumerate(comps):
+        lp = len(prompts[1])  # the longest prompt: completions start there
+        want = torch.stack([full[b, lp - 1 + t, tok] for t, tok in enumerate(c)])
+        assert torch.allclose(logp[b, : len(c)], want, atol=1e-5)
+        assert mask[b].tolist() == [1] * len(c) + [0] * (4 - len(c))
