@@ -23,6 +23,10 @@ class GradStore:
         self.onehot = group_onehot  # [B, n_groups]
         self.grads: dict[str, torch.Tensor] = {}  # name -> [n_groups, r] (float32)
 
+    def set_groups(self, groups: torch.Tensor, n_groups: int) -> None:
+        """Group ids [B] of the NEXT forward's batch rows (e.g. 0 = student, 1 = teacher)."""
+        self.onehot = torch.nn.functional.one_hot(groups.long(), n_groups).float()
+
     def hook(self, name: str):
         def capture(module: AntiPaSTOLinear, h: torch.Tensor, z: torch.Tensor) -> None:
             if not z.requires_grad:
