@@ -1,0 +1,443 @@
+"""Sweep report: `python -m projected_grpo.report <sweep_dir> [<sweep_dir> ...]`.
+
+Reads every job dir under the given dirs (any dir holding status.json, summary.json or metrics.jsonl)
+and writes report.md, dynamics.png and cin.png into the first dir.
+
+- An *arm* is projection mode + v_hack source (`vanilla`, `erase_real`, `route_random`, ...) plus every
+  config value that differs between the jobs (e.g. `vhack.k=5`, `heldout=fm`), the seed excepted.
+  Jobs with different configs are therefore never averaged together.
+- Mean ± sample std (ddof=1) over the seeds of an arm; n = number of jobs.
+- Paired deltas: for each seed, arm minus the SAME-SEED vanilla job of the same context (the config
+  minus projection.* and vhack.* knobs other than vhack.modes, which change nothing in vanilla training).
+  Only seeds present in both are used; rows whose seed set differs from vanilla's are flagged.
+- Failed jobs (with their error) and unfinished ones (running, or no summary.json) are listed, not dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from projected_grpo.modes import MODES, Mode
+
+JOB_FILES = ("status.json", "summary.json", "metrics.jsonl")
+# Config keys that never define an arm (bookkeeping, or the seed itself).
+IGNORED = ("trainer.seed", "trainer.resume", "logger.", "paths.", "vhack.path", "env.n_workers", "model.device")
+# Keys already named by the arm's base label.
+BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask")
+VANILLA = "vanilla"
+MISSING_CELL = "—"
+
+
+@dataclass
+class Job:
+    path: Path
+    root: Path
+    status: str  # done | failed | running | incomplete
+    error: str | None = None
+    summary: dict | None = None
+    metrics: list[dict] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    flat: dict = field(default_factory=dict)  # flattened resolved config (done jobs)
+    label: str = ""
+    context: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return str(self.path.relative_to(self.root)) if self.path != self.root else self.path.name
+
+    @property
+    def seed(self) -> int:
+        return int(self.summary["seed"])
+
+    @property
+    def base(self) -> str:
+        mode = self.flat["projection.mode"]
+        if mode == "route2":  # the conf/arm name: route2_grad | route2_act (+ vhack.source when not real)
+            src = self.flat["vhack.source"]
+            return f"route2_{self.flat.get('projection.route2.mask')}" + ("" if src == "real" else f"_{src}")
+        return VANILLA if mode == "none" else f"{mode}_{self.flat['vhack.source']}"
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def find_job_dirs(root: Path) -> list[Path]:
+    dirs = {p.parent for name in JOB_FILES for p in root.rglob(name)}
+    return sorted(d for d in dirs if ".hydra" not in d.parts)
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_overrides(job_dir: Path) -> list[str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return []
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(path)]
+
+
+def load_job(job_dir: Path, root: Path) -> Job:
+    status = read_json(job_dir / "status.json") or {}
+    summary = read_json(job_dir / "summary.json")
+    job = Job(job_dir, root, "done", summary=summary, metrics=read_metrics(job_dir / "metrics.jsonl"))
+    job.overrides = read_overrides(job_dir)
+    if status.get("status") == "failed":
+        job.status, job.error = "failed", status.get("error") or "(no error text in status.json)"
+    elif summary is None or status.get("status") == "running":
+        job.status = "running" if status.get("status") == "running" else "incomplete"
+        job.error = f"status.json says {status.get('status')!r}" if status else "no status.json"
+        job.error += "; summary.json is stale (resumed run?)" if summary else "; no summary.json yet"
+    else:
+        job.flat = flatten(summary["config"])
+    return job
+
+
+def load_jobs(roots: list[Path]) -> list[Job]:
+    for root in roots:
+        if not root.is_dir():
+            raise SystemExit(f"report: sweep dir {root} does not exist; pass the dir Hydra printed for the multirun")
+    jobs = [load_job(d, root) for root in roots for d in find_job_dirs(root)]
+    if not jobs:
+        raise SystemExit(f"report: no job dirs (a dir with one of {JOB_FILES}) under {[str(r) for r in roots]}")
+    return jobs
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = hashable(v)
+    return out
+
+
+def hashable(v):
+    """Lists of scalars become tuples (kept readable in labels); anything else nested becomes JSON text."""
+    if isinstance(v, list):
+        return tuple(v) if all(isinstance(x, (str, int, float, bool)) or x is None for x in v) else json.dumps(v)
+    return v
+
+
+# -- arms and pairing --------------------------------------------------------------------------------
+
+
+def is_ignored(key: str) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in IGNORED)
+
+
+def varying_keys(jobs: list[Job]) -> list[str]:
+    keys = sorted({k for j in jobs for k in j.flat})
+    return [k for k in keys if not is_ignored(k) and k not in BASE_KEYS and len({j.flat.get(k) for j in jobs}) > 1]
+
+
+def mode_codes(modes) -> str:
+    codes = [MODES[Mode(m)].code for m in modes]
+    return "+".join(codes) if codes else "none"
+
+
+def heldout_modes(flat: dict) -> list[str]:
+    """Modes the student trains on (reward_mode.modes) that v_hack was not extracted from."""
+    return [m for m in flat["reward_mode.modes"] if m not in flat["vhack.modes"]]
+
+
+def label_part(job: Job, key: str) -> str | None:
+    if key not in job.flat:
+        return None  # key absent from this job's config (older schema): flagged in the report header
+    value = job.flat[key]
+    if key == "vhack.modes":
+        return f"heldout={mode_codes(heldout_modes(job.flat))}"
+    if key == "teacher.modes" and value == job.flat.get("vhack.modes"):
+        return None  # same list as vhack.modes: already named by heldout=
+    if isinstance(value, tuple):
+        return f"{key}={mode_codes(value) if key.endswith('modes') else ','.join(map(str, value))}"
+    return f"{key}={value}"
+
+
+def context_key(job: Job) -> tuple:
+    """What vanilla must share with an arm to pair with it: all but seed and projection/v_hack knobs."""
+    return tuple(sorted((k, v) for k, v in job.flat.items() if is_context(k)))
+
+
+def is_context(key: str) -> bool:
+    return not is_ignored(key) and (key == "vhack.modes" or not key.startswith(("projection.", "vhack.")))
+
+
+def assign_labels(done: list[Job]) -> None:
+    keys = varying_keys(done)
+    for job in done:
+        parts = [p for p in (label_part(job, k) for k in keys) if p]
+        job.label = " ".join([job.base, *parts])
+        job.context = context_key(job)
+
+
+def group_rows(done: list[Job]) -> dict[str, list[Job]]:
+    rows = defaultdict(list)
+    for job in sorted(done, key=lambda j: (j.base != VANILLA, j.label, j.seed)):
+        rows[job.label].append(job)
+    return dict(rows)
+
+
+def vanilla_for(row: list[Job], done: list[Job]) -> list[Job]:
+    return [j for j in done if j.base == VANILLA and j.context == row[0].context]
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+def get(summary: dict, path: str):
+    """summary['a']['b'] for path 'a.b'; None where absent."""
+    node = summary
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def by_seed(jobs: list[Job], path: str) -> dict[int, float]:
+    """Per-seed value (mean over duplicate jobs of a seed), skipping missing values."""
+    vals = defaultdict(list)
+    for j in jobs:
+        v = get(j.summary, path)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            vals[j.seed].append(float(v))
+    return {s: statistics.fmean(v) for s, v in vals.items()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), (statistics.stdev(values) if n > 1 else math.nan), n
+
+
+def paired_delta(row: list[Job], ref: list[Job], path: str, ref_path: str | None = None) -> tuple[float, float, int]:
+    """Mean ± std over matched seeds of (row - same-seed vanilla)."""
+    a, b = by_seed(row, path), by_seed(ref, ref_path or path)
+    return mean_std([a[s] - b[s] for s in sorted(set(a) & set(b))])
+
+
+def fmt(stat: tuple[float, float, int], signed: bool = False) -> str:
+    m, s, n = stat
+    if n == 0:
+        return MISSING_CELL
+    sign = "+" if signed else ""
+    return f"{m:{sign}.3f}" + (f" ± {s:.3f}" if n > 1 else "") + (f" (n={n})" if signed else "")
+
+
+def stat(jobs: list[Job], path: str) -> str:
+    """Mean ± std over seeds; '(n=k)' added where only k of the row's seeds have a value."""
+    ms = mean_std(list(by_seed(jobs, path).values()))
+    partial = 0 < ms[2] < len({j.seed for j in jobs})
+    return fmt(ms) + (f" (n={ms[2]})" if partial else "")
+
+
+def seed_note(row: list[Job], ref: list[Job]) -> str:
+    seeds, ref_seeds = sorted({j.seed for j in row}), sorted({j.seed for j in ref})
+    notes = []
+    if len(seeds) < len(row):
+        notes.append("duplicate seeds averaged per seed")
+    if row[0].base == VANILLA:
+        return "; ".join(notes)
+    if not ref:
+        notes.append("no matching vanilla: deltas n/a (pass the sweep dir that has vanilla)")
+    elif seeds != ref_seeds:
+        notes.append(f"⚠ seeds {seeds} ≠ vanilla {ref_seeds}: deltas on {sorted(set(seeds) & set(ref_seeds))} only")
+    return "; ".join(notes)
+
+
+# -- markdown --------------------------------------------------------------------------------------
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def delta_cell(row: list[Job], ref: list[Job], path: str, ref_path: str | None = None) -> str:
+    return MISSING_CELL if row[0].base == VANILLA else fmt(paired_delta(row, ref, path, ref_path), signed=True)
+
+
+def main_table(rows: dict[str, list[Job]], done: list[Job]) -> str:
+    out = []
+    for label, row in rows.items():
+        ref = vanilla_for(row, done)
+        seeds = ",".join(str(s) for s in sorted({j.seed for j in row}))
+        out.append([
+            f"`{label}`", str(len(row)), seeds, stat(row, "last5.hack_s"), stat(row, "last5.solve_s"),
+            delta_cell(row, ref, "last5.hack_s"), delta_cell(row, ref, "last5.solve_s"), seed_note(row, ref),
+        ])  # fmt: skip
+    header = ["arm", "n", "seeds", "hack_s", "solve_s", "Δhack_s vs vanilla", "Δsolve_s vs vanilla", "note"]
+    return table(header, out)
+
+
+def deploy_table(rows: dict[str, list[Job]], done: list[Job]) -> str:
+    out = []
+    for label, row in rows.items():
+        ref = vanilla_for(row, done)
+        routed = row[0].flat["projection.mode"] in ("route", "route2")
+        ablated = [stat(row, "deploy.ablated.hack"), stat(row, "deploy.ablated.solve"),
+                   delta_cell(row, ref, "deploy.ablated.hack", "deploy.kept.hack")]  # fmt: skip
+        out.append([f"`{label}`", stat(row, "deploy.kept.hack"), stat(row, "deploy.kept.solve"),
+                    *(ablated if routed else [MISSING_CELL] * 3)])  # fmt: skip
+    header = ["arm", "hack (as trained)", "solve (as trained)", "hack (quarantine ablated)",
+              "solve (quarantine ablated)", "Δ ablated hack vs vanilla"]  # fmt: skip
+    return table(header, out)
+
+
+def mode_rows(rows: dict[str, list[Job]], done: list[Job], heldout: bool) -> list[list[str]]:
+    out = []
+    for label, row in rows.items():
+        ref, held = vanilla_for(row, done), heldout_modes(row[0].flat)
+        routed = row[0].flat["projection.mode"] in ("route", "route2")
+        for mode in row[0].flat["reward_mode.modes"]:
+            if (mode in held) != heldout:
+                continue
+            c = MODES[Mode(mode)].code
+            out.append([
+                f"`{label}`", f"{mode} ({c})", stat(row, f"last5.hack_s_{c}"), stat(row, f"last5.solve_s_{c}"),
+                delta_cell(row, ref, f"last5.hack_s_{c}"),
+                stat(row, f"deploy.ablated.hack_{c}") if routed else MISSING_CELL,
+            ])  # fmt: skip
+    return out
+
+
+def mode_tables(rows: dict[str, list[Job]], done: list[Job]) -> str:
+    header = ["arm", "mode", "hack_s", "solve_s", "Δhack_s vs vanilla", "hack (quarantine ablated)"]
+    parts = ["### Known modes (v_hack extracted from them)", table(header, mode_rows(rows, done, heldout=False))]
+    held = mode_rows(rows, done, heldout=True)
+    if held:
+        parts += ["### Held-out modes (in reward_mode.modes, not in vhack.modes)", table(header, held)]
+    return "\n\n".join(parts)
+
+
+def cin_table(rows: dict[str, list[Job]]) -> str:
+    keys = ["cin_s", "cin_t", "cin_null", "cout"]
+    out = [[f"`{label}`", *(stat(row, f"last5.{k}") for k in keys)] for label, row in rows.items()]
+    return table(["arm", *keys], out)
+
+
+def problem_table(problems: list[Job]) -> str:
+    if not problems:
+        return "None: every job finished."
+    out = [[f"`{j.name}`", j.status, " ".join(j.overrides) or MISSING_CELL, (j.error or "").replace("|", "\\|")]
+           for j in problems]  # fmt: skip
+    return table(["job dir", "status", "overrides", "error"], out)
+
+
+def drift_note(done: list[Job]) -> str:
+    """Config keys only some jobs have: the code's schema changed between runs, so they never average."""
+    keys = sorted({k for j in done for k in j.flat} - set.intersection(*(set(j.flat) for j in done)))
+    if not keys:
+        return ""
+    return (
+        f"⚠ Config keys present in only some jobs (schema changed between runs; such jobs form separate arms): {keys}"
+    )
+
+
+def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], problems: list[Job]) -> str:
+    sections = [
+        "# Sweep report",
+        "Sweep dirs: " + ", ".join(f"`{r}`" for r in roots),
+        "Arms differ in: " + (", ".join(f"`{k}`" for k in varying_keys(done)) or "projection and v_hack source only"),
+        drift_note(done) if done else "",
+        f"{len(done)} finished jobs in {len(rows)} arms; {len(problems)} failed or unfinished (listed at the end).",
+        (
+            "Values are the mean over the last 5 steps of each job, then mean ± sample std over seeds. "
+            "Δ = arm minus same-seed vanilla (same config apart from projection/v_hack knobs), "
+            "over matched seeds only; n = matched seeds."
+        ),
+        "## Student hack and solve (last 5 steps)", main_table(rows, done),
+        "## Deployment eval (end of training)", deploy_table(rows, done),
+        "## Per loophole mode (student, last 5 steps)", mode_tables(rows, done),
+        "## Projection: cin (student, teacher) vs the random null", cin_table(rows),
+        "## Plots", "![dynamics](dynamics.png)\n\n![cin](cin.png)",
+        "## Failed or unfinished jobs", problem_table(problems),
+    ]  # fmt: skip
+    return "\n\n".join(x for x in sections if x) + "\n"
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+
+def curve(row: list[Job], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Per step: mean and std over the row's jobs (std 0 where a single job has the step)."""
+    vals = defaultdict(list)
+    for j in row:
+        for m in j.metrics:
+            if m.get(key) is not None:
+                vals[m["step"]].append(float(m[key]))
+    steps = sorted(vals)
+    means = [statistics.fmean(vals[s]) for s in steps]
+    stds = [statistics.stdev(vals[s]) if len(vals[s]) > 1 else 0.0 for s in steps]
+    return steps, means, stds
+
+
+def plot(rows: dict[str, list[Job]], keys: list[str], path: Path, title: str, sharey: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False, sharey=sharey)
+    for ax, key in zip(axes[0], keys):
+        for label, row in rows.items():
+            steps, m, s = curve(row, key)
+            if steps:
+                (line,) = ax.plot(steps, m, label=label)
+                ax.fill_between(steps, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
+                                color=line.get_color(), alpha=0.2)  # fmt: skip
+        ax.set(title=key, xlabel="step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def build_report(roots: list[Path]) -> Path:
+    roots = [Path(r) for r in roots]
+    jobs = load_jobs(roots)
+    done = [j for j in jobs if j.status == "done"]
+    problems = [j for j in jobs if j.status != "done"]
+    assign_labels(done)
+    rows = group_rows(done)
+    out = roots[0]
+    plot(rows, ["hack_s", "solve_s"], out / "dynamics.png", "student hack and solve per step (mean ± std over seeds)")
+    plot(rows, ["cin_s", "cin_t", "cin_null"], out / "cin.png", "cin per step (mean ± std over seeds)", sharey=True)
+    (out / "report.md").write_text(render(roots, rows, done, problems))
+    return out / "report.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m projected_grpo.report", description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dirs", nargs="+", type=Path, help="Hydra multirun dirs; output goes to the first")
+    args = ap.parse_args(argv)
+    path = build_report(args.sweep_dirs)
+    print(f"report: wrote {path} (+ dynamics.png, cin.png)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Every experiment config composes (Hydra compose API), sweeps what it says, and every sweep point validates.
+
+The meta-test at the bottom fails when a conf/experiment/*.yaml has no entry in EXPERIMENTS.
+"""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+
+from projected_grpo.config import register_configs, validate
+from projected_grpo.modes import MIXED_MODES
+from projected_grpo.train import CONF_DIR
+
+SEEDS = "41,42,43"
+ARMS = (
+    "vanilla,erase_real,erase_random,erase_shuffled,erase_nonhack,route_real,route_random,route_shuffled,route_nonhack,"
+    "route2_grad,route2_act"
+)
+MIXED = [m.value for m in MIXED_MODES]
+# experiment -> (expected hydra.sweeper.params, number of jobs)
+EXPERIMENTS = {
+    "arms": ({"arm": ARMS, "trainer.seed": SEEDS}, 33),
+    "k_ablation": ({"arm": "erase_real,route_real", "vhack.k": "1,5,12", "trainer.seed": SEEDS}, 18),
+    "weak_detector": ({"arm": "vanilla,erase_real,route_real", "heldout": ",".join(MIXED), "trainer.seed": SEEDS}, 36),
+    "refresh": ({"arm": "erase_real,route_real", "vhack.refresh_every": "0,2,5", "trainer.seed": SEEDS}, 18),
+}
+
+
+def compose_train(overrides, hydra_cfg=False):
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+def sweep_jobs(params) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper launches for these params (same parser, same product)."""
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def sweep_params(cfg) -> dict[str, str]:
+    return {str(k): str(v) for k, v in cfg.hydra.sweeper.params.items()}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_sweep_params(name):
+    expected, n_jobs = EXPERIMENTS[name]
+    cfg = compose_train([f"experiment={name}"], hydra_cfg=True)
+    assert sweep_params(cfg) == expected
+    assert cfg.hydra.mode == RunMode.MULTIRUN, "experiments must sweep without -m"
+    assert len(sweep_jobs(expected)) == n_jobs
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_sweep_point_composes_and_validates(name):
+    for job in sweep_jobs(EXPERIMENTS[name][0]):
+        cfg = compose_train([f"experiment={name}", *job])
+        validate(cfg)
+        check_job(cfg, dict(o.split("=", 1) for o in job))
+
+
+def check_job(cfg, job: dict) -> None:
+    """The swept values actually land in the composed config."""
+    assert cfg.trainer.seed == int(job["trainer.seed"])
+    arm = job["arm"]
+    assert arm_name(cfg) == arm
+    if "vhack.k" in job:
+        assert cfg.vhack.k == int(job["vhack.k"])
+    if "vhack.refresh_every" in job:
+        assert cfg.vhack.refresh_every == int(job["vhack.refresh_every"])
+    if "heldout" in job:
+        others = [m for m in MIXED if m != job["heldout"]]
+        assert [m.value for m in cfg.vhack.modes] == others
+        assert [m.value for m in cfg.teacher.modes] == others
+        assert [m.value for m in cfg.reward_mode.modes] == MIXED  # the student trains on all four
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_smoke_switch_beats_the_experiment(name):
+    cfg = compose_train([f"experiment={name}", "smoke=quick"], hydra_cfg=True)
+    validate(cfg)
+    assert sweep_params(cfg) == EXPERIMENTS[name][0]  # same sweep, tiny jobs
+    t = cfg.trainer
+    assert (t.steps, t.prompts_per_step, t.group, t.max_new_tokens) == (2, 1, 4, 16)
+    assert cfg.model.name == "tiny" and cfg.logger.name == "none"
+
+
+def test_smoke_keeps_an_explicit_cli_model_choice():
+    # a GPU smoke of a hub model: command-line group choices beat smoke's defaults, its trainer values stay
+    cfg = compose_train(["model=qwen3_0_6b", "smoke=quick"])
+    assert cfg.model.name == "qwen3_0_6b" and cfg.trainer.steps == 2
+
+
+def test_default_run_is_unchanged_by_the_new_groups():
+    cfg = compose_train([], hydra_cfg=True)
+    assert cfg.hydra.mode in (None, RunMode.RUN)
+    assert cfg.projection.mode.value == "erase" and cfg.trainer.steps == 20
+
+
+def test_arm_options_set_what_their_names_say():
+    for path in sorted((Path(CONF_DIR) / "arm").glob("*.yaml")):
+        cfg = compose_train([f"arm={path.stem}"])
+        validate(cfg)
+        assert arm_name(cfg) == path.stem
+
+
+def arm_name(cfg) -> str:
+    """vanilla | <projection>_<v_hack source> | route2_<mask> (route2 arms use the real pairs)."""
+    mode = cfg.projection.mode.value
+    if mode == "none":
+        return "vanilla"
+    if mode == "route2":
+        assert cfg.vhack.source.value == "real"
+        return f"route2_{cfg.projection.route2.mask.value}"
+    return f"{mode}_{cfg.vhack.source.value}"
+
+
+def test_heldout_options_cover_the_mixed_modes():
+    options = sorted(p.stem for p in (Path(CONF_DIR) / "heldout").glob("*.yaml"))
+    assert options == sorted(MIXED)
+
+
+@pytest.mark.parametrize("path", sorted((Path(CONF_DIR) / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_experiment_config_is_tested(path):
+    assert path.stem in EXPERIMENTS, (
+        f"conf/experiment/{path.name} has no test: add an entry '{path.stem}': (sweep params, n jobs) "
+        "to EXPERIMENTS in tests/test_experiments.py"
+    )
