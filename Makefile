@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
-	for s in bench/*.py; do echo "== $$s"; $(PY) $$s || exit 1; done
+	for s in bench/[!_]*.py; do echo "== $$s"; $(PY) $$s || exit 1; done
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

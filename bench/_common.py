@@ -1,0 +1,84 @@
+"""Shared helpers for the bench scripts (not a benchmark itself: `make bench` skips names starting with _)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_DISABLED", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def compose(overrides=()):
+    """The composed train config (Hydra compose API), as the entrypoint would see it."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    from projected_grpo.config import register_configs
+    from projected_grpo.train import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return hcompose("train", overrides=list(overrides))
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def const_rewards(n: int) -> list[float]:
+    """Constant-time rewards with variance inside every group (alternating 0/1), so no group is skipped."""
+    return [float(i % 2) for i in range(n)]
+
+
+def stub_grader(trainer) -> None:
+    """Replace the trainer's grader by a constant-time one (grading cost excluded from every figure)."""
+
+    def grade_batch(items):
+        return [SimpleNamespace(reward=r, exploited=False, gt_correct=bool(r)) for r in const_rewards(len(items))]
+
+    trainer.grader.grade_batch = grade_batch
+
+
+def force_full_length() -> None:
+    """Trainer.generate -> sample(..., eos_id=-1): no row can stop early, every completion is max_new long."""
+    from projected_grpo import loop, sampler
+
+    def sample_no_eos(model, prompts, max_new, eos_id, pad_id, *a, **k):
+        return sampler.sample(model, prompts, max_new, -1, pad_id, *a, **k)
+
+    loop.sample = sample_no_eos
+
+
+def project_trainer(P: int, G: int, max_new: int, extra=(), threads: int = 1):
+    """A real Trainer on the tiny model: P prompts x G student completions (no teacher pool), grader stubbed."""
+    from projected_grpo.loop import Trainer, build_setup
+
+    cache = os.environ.setdefault("PROJECTED_GRPO_CACHE", str(Path.home() / ".cache" / "projected_grpo"))
+    cfg = compose([
+        "model=tiny", f"trainer.prompts_per_step={P}", f"trainer.group={G}", f"trainer.max_new_tokens={max_new}",
+        "teacher.enabled=false", "trainer.mix_ratio=0", "env.n_workers=1", "trainer.beta=0", "logger=none",
+        f"trainer.torch_threads={threads}", "trainer.eval_every=0", "trainer.ckpt_every=0", f"paths.cache_dir={cache}",
+        *extra,
+    ])  # fmt: skip
+    s = build_setup(cfg, Path(tempfile.mkdtemp(prefix="pg_bench_")))
+    tr = Trainer(cfg, s)
+    stub_grader(tr)
+    return cfg, s, tr
+
+
+def clock() -> float:
+    return time.perf_counter()

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Cost of per-source (student / teacher) δS gradients from one backward vs one plain backward.
+
+  split: `Trainer.backward(rollouts)` as the loop runs it: Dr.GRPO loss, one backward per prompt inside
+         `pergrad.grouped_grads` (per-row h ⊙ ∂L/∂z reduced into a student and a teacher sum per module).
+  plain: the same `Trainer.backward` with `grouped_grads` replaced by a no-op context (no capture hooks):
+         one plain backward of the combined loss per prompt, δS .grad only.
+Same cached rollouts for both (P x G x N, default 2 x 8 x 128, generated once with the real sampler; half of
+each group relabelled teacher so both sources are non-empty; rewards alternate 0/1 so no group is skipped),
+same knob state, --threads torch threads (default 1), split/plain alternating, medians over --reps after a warm-up.
+ratio = split / plain (target <= 1.10). Also checks that student + teacher == the plain .grad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+
+class _NoStore:
+    def __init__(self):
+        self.grads, self.onehot = {}, None
+
+    def set_groups(self, *a):
+        pass
+
+
+@contextmanager
+def _no_grouped_grads(model, groups=None, batch=None):
+    yield _NoStore()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompts", type=int, default=2)
+    p.add_argument("--group", type=int, default=8)
+    p.add_argument("--max-new", type=int, default=128)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.max_new = 5, 64
+
+    import torch
+
+    from projected_grpo import loop
+
+    torch.set_num_threads(args.threads)
+    C.force_full_length()
+    _, _, tr = C.project_trainer(args.prompts, args.group, args.max_new, threads=args.threads)
+    rollouts = tr.rollouts({})
+    for r in rollouts:
+        r.is_teacher = [i >= len(r.is_teacher) // 2 for i in range(len(r.is_teacher))]
+        r.rewards = C.const_rewards(len(r.rewards))
+    real = loop.grouped_grads
+
+    def split():
+        loop.grouped_grads = real
+        return tr.backward(rollouts)
+
+    def plain():
+        loop.grouped_grads = _no_grouped_grads
+        try:
+            return tr.backward(rollouts)
+        finally:
+            loop.grouped_grads = real
+
+    # correctness: the per-source sums add up to the plain gradient
+    b = split()
+    g_plain = {n: m.delta_s.grad.clone() for n, m in tr.modules.items()}
+    err = max(float((b["g_s"][n] + b["g_t"][n] - g_plain[n]).abs().max()) for n in tr.modules)
+    scale = max(float(g.abs().max()) for g in g_plain.values())
+    times = {"split": [], "plain": []}
+    for rep in range(args.reps + 1):
+        for k, f in (("split", split), ("plain", plain)):
+            t = C.clock()
+            f()
+            if rep:
+                times[k].append(C.clock() - t)
+    tr.close()
+    med = {k: C.median(v) for k, v in times.items()}
+    ratio = med["split"] / med["plain"]
+    print(f"split (per-source, one backward): {med['split']:.4f} s   plain backward: {med['plain']:.4f} s   "
+          f"ratio {ratio:.3f}   |g_s+g_t-g| max {err:.2e} (|g| max {scale:.2e})")  # fmt: skip
+    print(json.dumps({"ratio": ratio, "target": 1.10, "median_s": med, "max_abs_err": err, "grad_scale": scale,
+                      "shape": f"{args.prompts}x{args.group}x{args.max_new}", "reps": args.reps,
+                      "threads": args.threads}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

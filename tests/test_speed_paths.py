@@ -1,0 +1,80 @@
+"""The speed paths produce the same tokens / gradients as the slow reference paths.
+
+Covered elsewhere (not duplicated here):
+  * greedy sampler == `generate`, with left padding and folded knobs: tests/test_sampler.py
+  * folded weights restored bit-exactly after `adapter.folded`: tests/test_adapter.py
+  * per-example δS gradients from one backward == per-completion backwards: tests/test_pergrad.py
+Added here: sampled (temperature 1) tokens equal `generate`'s for the same seed; the lean decoder equals the
+generic HF-forward decoder for the same generator; `draw` follows softmax(logits / T) (chi-square bound).
+"""
+
+import torch
+
+from projected_grpo import sampler
+from projected_grpo.adapter import folded, wrap_model
+from projected_grpo.config import DEFAULT_TARGETS
+from projected_grpo.sampler import draw, sample
+from tests.conftest import random_qwen3
+from tests.test_adapter import randomize_knobs
+
+PROMPTS = [[5, 6, 7, 8, 9], [11, 12, 13], [20, 21, 22, 23]]
+
+
+def _wrapped():
+    model = random_qwen3()
+    wrap_model(model, DEFAULT_TARGETS)
+    randomize_knobs(model, scale=0.2)
+    return model
+
+
+def test_sampled_tokens_match_generate_same_seed():
+    """Both draw torch.multinomial(softmax(logits)) per step from the global RNG, rows in order."""
+    model = _wrapped()
+    L = max(map(len, PROMPTS))
+    ids = torch.tensor([[0] * (L - len(p)) + p for p in PROMPTS])
+    attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in PROMPTS])
+    with folded(model):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            got = sample(model, PROMPTS, 16, eos_id=1, pad_id=0, temperature=1.0, generator=None)
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=ids, attention_mask=attn, do_sample=True, top_k=0, top_p=1.0,
+                                 temperature=1.0, max_new_tokens=16, eos_token_id=1, pad_token_id=0)  # fmt: skip
+            want = out[:, L:].tolist()
+            for g, w in zip(got, want):
+                assert g == w[: len(g)] and (len(g) == 16 or g[-1] == 1)
+
+
+def test_lean_decoder_matches_generic_path(monkeypatch):
+    model = _wrapped()
+    with folded(model):
+        assert sampler._LeanQwen3.build(model) is not None
+        lean = sample(model, PROMPTS, 20, 1, 0, 1.0, torch.Generator().manual_seed(7))
+        monkeypatch.setattr(sampler._LeanQwen3, "build", classmethod(lambda cls, m: None))
+        generic = sample(model, PROMPTS, 20, 1, 0, 1.0, torch.Generator().manual_seed(7))
+    assert lean == generic
+
+
+def test_lean_decoder_unfolded_and_hooked_models():
+    """Unfolded adapters run through the module (knobs count); a forward hook forces the generic path."""
+    model = _wrapped()
+    with folded(model):
+        want = sample(model, PROMPTS, 10, 1, 0, 0.0)
+    assert sample(model, PROMPTS, 10, 1, 0, 0.0) == want
+    h = model.model.layers[0].mlp.register_forward_hook(lambda *a: None)
+    try:
+        assert sampler._LeanQwen3.build(model) is None
+        assert sample(model, PROMPTS, 10, 1, 0, 0.0) == want
+    finally:
+        h.remove()
+
+
+def test_draw_follows_tempered_softmax_chi_square():
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    T, n = 0.7, 20000
+    g = torch.Generator().manual_seed(0)
+    toks = draw(logits.expand(n, -1).contiguous(), T, g)
+    counts = torch.bincount(toks, minlength=6).double()
+    expected = torch.softmax(logits / T, -1).double() * n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 20.52, (chi2, counts.tolist(), expected.tolist())  # df=5, p=0.001
