@@ -43,6 +43,8 @@ class AntiPaSTOLinear(nn.Module):
         self.folded = False
         # Optional per-example hook: called with (module, h [.., r], z [.., r]) on every forward.
         self.capture: Callable | None = None
+        # projection=route2 only: a route2.Quarantine (B_q A_q x, distinct basis) added to the output
+        self.quarantine: nn.Module | None = None
 
     @property
     def r(self) -> int:
@@ -59,6 +61,8 @@ class AntiPaSTOLinear(nn.Module):
         z = h * self.knob().to(h.dtype)  # [..., r]
         if self.capture is not None:
             self.capture(self, h, z)
+        if self.quarantine is not None:  # route2: the act mask may detach z on flagged tokens
+            return y + F.linear(self.quarantine.route(x, z), self.U) + self.quarantine(x)
         return y + F.linear(z, self.U)
 
     @torch.no_grad()
@@ -67,6 +71,8 @@ class AntiPaSTOLinear(nn.Module):
         assert not self.folded, "already folded"
         self._w_orig = self.weight.detach().clone()
         delta = (self.U.float() * self.knob().float()) @ self.Vh.float()  # [d_out, d_in]
+        if self.quarantine is not None:  # route2: sampling sees the quarantine too (zero under deployed())
+            delta = delta + self.quarantine.weight_delta()
         self.weight.copy_((self._w_orig.float() + delta).to(self.weight.dtype))
         self.folded = True
 
@@ -160,6 +166,12 @@ def knob_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
     return [m.delta_s for m in mods], [m.delta_s_hack for m in mods]
 
 
+def quarantine_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """route2's quarantine LoRA factors (A_q, B_q) of every module that has one; [] for the other arms."""
+    qs = [m.quarantine for m in adapter_modules(model).values() if m.quarantine is not None]
+    return [p for q in qs for p in (q.A_q, q.B_q)]
+
+
 @contextmanager
 def _zeroed(params: list[nn.Parameter]) -> Iterator[None]:
     saved = [p.detach().clone() for p in params]
@@ -176,23 +188,24 @@ def _zeroed(params: list[nn.Parameter]) -> Iterator[None]:
 
 @contextmanager
 def reference_model(model: nn.Module) -> Iterator[None]:
-    """The free reference model: both knobs zeroed, restored on exit (also after an exception)."""
+    """The free reference model: both knobs (and route2's quarantine) zeroed, restored on exit (also after an exception)."""
     main, hack = knob_parameters(model)
-    with _zeroed(main + hack):
+    with _zeroed(main + hack + quarantine_parameters(model)):
         yield
 
 
 @contextmanager
 def deployed(model: nn.Module) -> Iterator[None]:
-    """Deployment: the quarantine (delta_s_hack) ablated, restored on exit."""
+    """Deployment: the quarantine (delta_s_hack, and route2's B_q A_q) ablated, restored on exit."""
     _, hack = knob_parameters(model)
-    with _zeroed(hack):
+    with _zeroed(hack + quarantine_parameters(model)):
         yield
 
 
 @contextmanager
 def folded(model: nn.Module) -> Iterator[None]:
-    """Fast sampling path: knobs folded into W, the bare model's cost; W restored bit-exactly on exit."""
+    """Fast sampling path: knobs (and route2's B_q A_q) folded into W, the bare model's cost; W restored
+    bit-exactly on exit."""
     mods = list(adapter_modules(model).values())
     done = []
     try:

@@ -271,7 +271,8 @@ class Trainer:
         r2 = self.route2
         if r2 is not None:
             r2.begin_step()
-        with grouped_grads(self.model, groups=torch.tensor([0, 1])) as store, r2.masking() if r2 else nullcontext():
+        masking = r2.masking() if r2 is not None else nullcontext()  # route2 mask=act: the token mask
+        with grouped_grads(self.model, groups=torch.tensor([0, 1])) as store, masking:
             for i, r in enumerate(rollouts):
                 if zero_var[i]:
                     continue  # contributes nothing (A = 0, and beta*KL alone is not worth a backward)
