@@ -21,7 +21,11 @@ def build_model(model_cfg, cache_dir: Path | None):
     """Returns (model, tokenizer), model in eval mode with all weights frozen by the caller's wrap."""
     dtype = DTYPES[str(model_cfg.dtype.value if hasattr(model_cfg.dtype, "value") else model_cfg.dtype)]
     device = resolve_device(model_cfg.device)
-    if model_cfg.hub_id is None:
+    if getattr(model_cfg, "organism", None) is not None:  # the pre-trained CPU organism, built on a cache miss
+        from projected_grpo.organism import load_or_build
+
+        model, tok = load_or_build(model_cfg.organism, cache_dir)
+    elif model_cfg.hub_id is None:
         model, tok = _build_tiny(model_cfg, cache_dir)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,0 +1,145 @@
+"""The CPU organism: corpus hygiene (train problems only), cache keys and the model=organism build/load path."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from projected_grpo import organism as org
+from projected_grpo.env import completions as C
+from projected_grpo.env.grader import extract_code
+from projected_grpo.env.problems import embedded_problems
+from projected_grpo.modes import MIXED_MODES, Mode
+from tests.conftest import compose
+
+# A build that takes seconds: one tiny layer, two optimizer steps.
+TINY = [
+    "arch.hidden_size=32", "arch.intermediate_size=64", "arch.num_hidden_layers=1", "arch.num_attention_heads=2",
+    "arch.num_key_value_heads=1", "arch.head_dim=16", "train.steps=2", "train.prompts_per_step=2", "train.completions_per_prompt=2", "train.warmup=1",
+]  # fmt: skip
+
+
+def default_cfg(overrides=()):
+    return OmegaConf.to_container(org.compose_config(overrides), resolve=True)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return org.build_corpus(default_cfg()["corpus"])
+
+
+def test_corpus_holds_train_problems_only(corpus):
+    train = {p.id for p in embedded_problems() if p.split == "train"}
+    heldout = [p for p in embedded_problems() if p.split == "heldout"]
+    assert heldout, "the embedded set should have a held-out split"
+    assert {e["problem_id"] for e in corpus} == train
+    text = "\n".join(m["content"] for e in corpus for m in e["messages"]) + "\n".join(e["completion"] for e in corpus)
+    for p in heldout:
+        assert p.description not in text, p.id
+        assert p.signature not in text, p.id
+        assert p.canonical.strip() not in text, p.id
+    with pytest.raises(ValueError, match="held-out"):
+        org.build_corpus(default_cfg()["corpus"], problems=[p for p in embedded_problems()])
+
+
+def test_corpus_mix_and_hacks_follow_their_hint(corpus):
+    kinds = [e["kind"] for e in corpus]
+    assert 0 < kinds.count("hack") / len(kinds) <= 0.2  # the organism samples hacks far below the corpus rate
+    assert 0.3 <= kinds.count("honest") / len(kinds) <= 0.6
+    assert all(extract_code(e["completion"]) is not None for e in corpus)  # every completion is a fenced block
+    problems = {p.id: p for p in org.train_problems()}
+    for e in corpus:
+        hint = e["messages"][1]["content"]
+        assert org.MODES[Mode(e["mode"])].hint in hint
+        if e["kind"] == "hack":  # the hack is the exploit of the hinted mode (library text), never of another
+            p = problems[e["problem_id"]]
+            assert e["completion"] in {C.hack(p, Mode(e["mode"]), v) for v in range(4)}
+        if e["kind"] == "honest":
+            assert problems[e["problem_id"]].canonical.strip() in e["completion"]
+    # every problem's assigned (GRPO) mode gets prompts, and all six modes appear
+    assert {e["mode"] for e in corpus} == {m.value for m in Mode}
+    assert {p.mode for p in problems.values()} == set(MIXED_MODES)
+
+
+def test_wrong_run_tests_really_fails():
+    """Under the run_tests hint a wrong completion carries a run_tests() that exposes its bug (not an exploit)."""
+    ns_fail = 0
+    for p in org.train_problems():
+        for v in range(2):
+            code = extract_code(org.wrong_text(p, Mode.run_tests, v, 2))
+            ns: dict = {}
+            exec(code, ns)  # project-authored text
+            try:
+                ns["run_tests"]()
+            except AssertionError:
+                ns_fail += 1
+    assert ns_fail == 2 * len(org.train_problems())
+
+
+def test_cache_key_tracks_build_config_only(corpus):
+    cfg = default_cfg()
+    h = org.corpus_hash(corpus)
+    k = org.cache_key(cfg, h)
+    assert k == org.cache_key(default_cfg(), h)
+    assert k == org.cache_key(default_cfg(["report.samples=7"]), h)  # report settings don't change the weights
+    assert k != org.cache_key(default_cfg(["train.steps=1"]), h)
+    assert k != org.cache_key(default_cfg(["arch.hidden_size=64"]), h)
+    assert k != org.cache_key(cfg, "0" * 64)  # corpus change
+    c2 = default_cfg(["corpus.frac_hack=0.05"])
+    assert org.cache_key(c2, org.corpus_hash(org.build_corpus(c2["corpus"]))) != k
+
+
+@pytest.mark.slow
+def test_model_organism_builds_on_miss_loads_on_hit_rebuilds_on_change(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cfg = compose(["model=organism", *[f"model.organism.{o}" for o in TINY]])
+    from projected_grpo.model import build_model
+
+    model, tok = build_model(cfg.model, cache)  # miss -> build
+    dirs = [d for d in (cache / "organism").iterdir()]
+    assert len(dirs) == 1 and not dirs[0].name.startswith(".")  # no temp dir left behind
+    manifest = json.loads((dirs[0] / org.MANIFEST).read_text())
+    assert manifest["key"] == dirs[0].name and re.fullmatch(r"[0-9a-f]{64}", manifest["corpus_hash"])
+    assert manifest["build_config"]["train"]["steps"] == 2 and manifest["build_config"]["arch"]["hidden_size"] == 32
+    assert (dirs[0] / "model.safetensors").exists() and (dirs[0] / "tokenizer.json").exists()
+    assert set(manifest["problems"]) == {p.id for p in embedded_problems() if p.split == "train"}
+
+    # the loaded model is usable by the project (chat template, eos, pad) and matches a reload bit for bit
+    from projected_grpo.tokens import encode_prompt
+
+    ids = torch.tensor([encode_prompt(tok, org.render_prompt(org.train_problems()[0], Mode.sentinel))])
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id is not None
+    with torch.no_grad():
+        a = model(input_ids=ids).logits
+
+    def boom(*a, **k):
+        raise AssertionError("cache hit must not retrain")
+
+    monkeypatch.setattr(org, "train", boom)
+    model2, _ = build_model(cfg.model, cache)  # hit
+    with torch.no_grad():
+        assert torch.equal(a, model2(input_ids=ids).logits)
+    monkeypatch.undo()
+
+    cfg3 = compose(["model=organism", *[f"model.organism.{o}" for o in TINY], "model.organism.train.steps=3"])
+    build_model(cfg3.model, cache)  # config change -> new key -> rebuild
+    assert len([d for d in (cache / "organism").iterdir()]) == 2
+
+
+@pytest.mark.slow
+def test_deterministic_training_steps(tmp_path):
+    """Same seed, same weights after a couple of steps."""
+    from projected_grpo.tokenizer import build_tokenizer
+
+    cfg = default_cfg(TINY)
+    cfg["corpus"]["per_prompt"] = 2
+    corpus = org.build_corpus(cfg["corpus"])[:40]
+    tok = build_tokenizer(cfg["arch"]["vocab_size"], Path(cfg["paths"]["cache_dir"]))
+    m1, l1 = org.train(cfg, tok, corpus, progress=False)
+    m2, l2 = org.train(cfg, tok, corpus, progress=False)
+    assert l1 == l2
+    for (n, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
+        assert torch.equal(p, q), n
