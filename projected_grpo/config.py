@@ -167,6 +167,7 @@ class TrainerConfig:
     ckpt_every: int = 10
     resume: bool = False
     n_eval_prompts: int = 8
+    eval_split: str = "heldout"  # eval prompts: the first n_eval_prompts problems of this split ("heldout" | "train")
     torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
 
 
@@ -259,6 +260,7 @@ def validate(cfg) -> None:
     _check(t.ckpt_every >= 0, "trainer.ckpt_every", t.ckpt_every, "an integer >= 0 (0 = only at the end)")
     _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "'none' or 'wandb'")
     _check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode, "offline|online|disabled")
+    _check(t.eval_split in ("heldout", "train"), "trainer.eval_split", t.eval_split, "'heldout' or 'train'")
     _check(t.torch_threads >= 0, "trainer.torch_threads", t.torch_threads, "an integer >= 0 (0 = torch default)")
     _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
     tc = cfg.teacher

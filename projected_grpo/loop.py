@@ -176,7 +176,7 @@ class Trainer:
         self.device = next(self.model.parameters()).device
         self.train_problems = [p for p in s.problems if p.split == "train"]
         heldout = [p for p in s.problems if p.split != "train"] or self.train_problems
-        self.eval_problems = heldout[: self.t.n_eval_prompts]
+        self.eval_problems = (heldout if self.t.eval_split == "heldout" else self.train_problems)[: self.t.n_eval_prompts]
         self.n_teacher = round(self.t.group * self.t.mix_ratio) if cfg.teacher.enabled else 0
         self.n_student = self.t.group - self.n_teacher
         self.denom = self.t.group * self.t.max_new_tokens * self.t.prompts_per_step

@@ -59,7 +59,7 @@ class Tracker:
 
     def summary(self, summary: dict) -> None:
         if self.run is not None:
-            for k, v in flatten(summary).items():
+            for k, v in flatten({k: v for k, v in summary.items() if k != "config"}).items():  # config is the run's
                 self.run.summary[k] = v
 
     def finish(self, exit_code: int = 0) -> None:

@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "k_ablation": ({"arm": "erase_real,route_real", "vhack.k": "1,5,12", "trainer.seed": SEEDS}, 18),
     "weak_detector": ({"arm": "vanilla,erase_real,route_real", "heldout": ",".join(MIXED), "trainer.seed": SEEDS}, 36),
     "refresh": ({"arm": "erase_real,route_real", "vhack.refresh_every": "0,2,5", "trainer.seed": SEEDS}, 18),
+    "organism": ({"arm": "vanilla,erase_real,erase_random,route_real,route_random", "trainer.seed": SEEDS}, 15),
 }
 
 
@@ -87,6 +88,12 @@ def test_smoke_switch_beats_the_experiment(name):
     t = cfg.trainer
     assert (t.steps, t.prompts_per_step, t.group, t.max_new_tokens) == (2, 1, 4, 16)
     assert cfg.model.name == "tiny" and cfg.logger.name == "none"
+
+
+def test_organism_experiment_runs_the_organism_without_a_teacher():
+    cfg = compose_train(["experiment=organism", "arm=route_real", "trainer.seed=41"])
+    assert cfg.model.name == "organism" and [m.value for m in cfg.reward_mode.modes] == ["eq_override"]
+    assert not cfg.teacher.enabled and cfg.trainer.mix_ratio == 0 and cfg.trainer.steps == 60
 
 
 def test_smoke_keeps_an_explicit_cli_model_choice():
