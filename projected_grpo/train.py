@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from projected_grpo.config import ConfigError, register_configs, validate
 
 log = logging.getLogger(__name__)
 register_configs()
+
+
+def _safe(name) -> str:
+    """A job dir name from override_dirname: no '/', at most 200 chars (long names end in a hash)."""
+    name = str(name or "").replace("/", "_")
+    return name if len(name) <= 200 else f"{name[:180]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
+# Run-dir resolvers (conf/train.yaml `hydra:`). Registered at import, so SLURM workers unpickling `main`
+# have them too. use_cache=True: resolved once in the launching process and carried in the config's
+# resolver cache into every job, so a requeued job sees the same dir.
+for _name, _fn in {
+    "pg.pid": lambda: str(os.getpid()),
+    "pg.name": lambda experiment: _safe(experiment) if experiment else "sweep",
+    "pg.safe": _safe,
+}.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
 # conf/ sits at the repository root (the package is installed editable from the checkout).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

@@ -1,0 +1,165 @@
+"""Hydra sweeps on a real single-node SLURM cluster (tests/slurm_cluster.py): completion, fail-fast on a
+killed job, and preemption -> requeue -> resume from checkpoint.pt with the same metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+TRAIN = str(REPO / "train.py")
+# A few-step CPU run of the embedded tiny model, no teacher pool; checkpoint every step.
+TINY = [
+    "smoke=quick", "trainer.group=2", "trainer.mix_ratio=0", "teacher.enabled=false", "trainer.max_new_tokens=8",
+    "trainer.n_eval_prompts=1", "trainer.ckpt_every=1",
+]  # fmt: skip
+# timeout_min >= 5 (with <= 2, signal_delay_s makes SLURM send USR2 at once); 20: v_hack extraction on a loaded
+# 2-core machine took > 4.5 min, and a timed-out job fails the sweep (max_num_timeout=0)
+SLURM = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.timeout_min=20",
+    "hydra.launcher.signal_delay_s=30",
+    "hydra.launcher.cpus_per_task=1",
+]
+
+
+def launch(cluster, tmp: Path, *overrides: str) -> subprocess.Popen:
+    """`train.py -m` with cwd=tmp (multirun/ lands there); stdout+stderr to tmp/sweep.log."""
+    log = open(tmp / "sweep.log", "w")  # noqa: SIM115 - stays open for the child process
+    return subprocess.Popen(
+        [sys.executable, TRAIN, "-m", *overrides], cwd=tmp, env=cluster.env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def wait(p: subprocess.Popen, cluster, tmp: Path, timeout: float) -> int:
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail(f"sweep still running after {timeout}s\n{diagnostics(cluster, tmp)}")
+
+
+def diagnostics(cluster, tmp: Path) -> str:
+    parts = [
+        f"--- sweep.log\n{(tmp / 'sweep.log').read_text()[-4000:]}",
+        f"--- squeue\n{cluster.run('squeue', check=False)}",
+    ]
+    for f in sorted(tmp.glob("multirun/*/*/.submitit/*/*_log.*")):
+        parts.append(f"--- {f}\n{f.read_text(errors='replace')[-2000:]}")
+    return "\n".join(parts) + cluster.logs()
+
+
+def sweep_dir(tmp: Path) -> Path:
+    (d,) = tmp.glob("multirun/*/*")
+    return d
+
+
+def job_dirs(tmp: Path) -> list[Path]:
+    return sorted(
+        (d for d in sweep_dir(tmp).iterdir() if d.is_dir() and not d.name.startswith(".")),
+        key=lambda d: int(d.name.split("_")[0]),
+    )
+
+
+def until(pred, timeout: float, what: str, cluster, tmp: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{diagnostics(cluster, tmp)}")
+
+
+def task(cluster, index: int) -> dict | None:
+    """The array task `index` of the newest array job (finished jobs of earlier tests linger for MinJobAge)."""
+    tasks = [j for j in cluster.jobs() if j.get("ArrayTaskId") == str(index)]
+    return max(tasks, key=lambda j: int(j["ArrayJobId"]), default=None)
+
+
+def rows(job: Path) -> list[dict]:
+    """metrics.jsonl without the timing columns."""
+    lines = (job / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if not k.startswith("sec_")} for x in lines if x]
+
+
+def test_three_job_sweep_completes(slurm, tmp_path):
+    p = launch(slurm, tmp_path, *TINY, *SLURM, "experiment=arms", "hydra.sweeper.params.arm=vanilla")
+    assert wait(p, slurm, tmp_path, 420) == 0, diagnostics(slurm, tmp_path)
+    sweep = sweep_dir(tmp_path)
+    assert sweep.name.endswith("_arms")
+    jobs = job_dirs(tmp_path)
+    assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1", "2"]
+    for job in jobs:
+        assert json.loads((job / "status.json").read_text())["status"] == "done"
+        assert (job / "summary.json").exists()
+    # they really went through SLURM: one array job, three tasks that end COMPLETED (submitit returns as soon
+    # as the result pickles exist; slurmd may report the last task's exit a moment later)
+    def states():
+        s = [j["JobState"] for j in slurm.jobs() if "ArrayTaskId" in j]
+        return s if s == ["COMPLETED"] * 3 else None
+
+    until(states, 60, "three COMPLETED array tasks", slurm, tmp_path)
+
+
+def test_killed_job_fails_the_sweep_fast(slurm, tmp_path):
+    """SIGKILL leaves no result pickle; without a working sacct, submitit (and the sweep) would wait forever."""
+    # two jobs, so submitit submits a job array (a single job is submitted without one); both run until killed
+    p = launch(slurm, tmp_path, *TINY, *SLURM, "trainer.steps=100000", "trainer.seed=1,2")
+    job = until(
+        lambda: (t := task(slurm, 0)) and t["JobState"] == "RUNNING" and t, 120, "the job to run", slurm, tmp_path
+    )
+    until(lambda: list(tmp_path.glob("multirun/*/*/0_*/status.json")), 120, "the job to start python", slurm, tmp_path)
+    slurm.run("scancel", "--signal=KILL", f"{job['ArrayJobId']}_0")
+    t0 = time.monotonic()
+    rc = wait(p, slurm, tmp_path, 120)
+    assert rc != 0
+    assert time.monotonic() - t0 < 90
+    assert "UncompletedJobError" in (tmp_path / "sweep.log").read_text(), diagnostics(slurm, tmp_path)
+
+
+def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
+    """Two identical jobs; task 0 is preempted (USR2, as SlurmJob._interrupt and real preemption send it)
+    after its first checkpoint, is requeued by submitit into the SAME run dir, resumes from checkpoint.pt,
+    and ends with the metrics of the uninterrupted task 1."""
+    # long enough (~10-20 s) that the preemption lands mid-run, after the first checkpoint
+    n_steps = 40
+    p = launch(slurm, tmp_path, *TINY, *SLURM, f"trainer.steps={n_steps}", "trainer.max_new_tokens=48", "trainer.seed=7,7")
+    until(lambda: len(list(tmp_path.glob("multirun/*/*/1_*"))) == 1, 120, "the sweep dirs", slurm, tmp_path)
+    victim = job_dirs(tmp_path)[0]
+
+    def checkpointed():
+        return (victim / "checkpoint.pt").exists() and (victim / "metrics.jsonl").exists() and len(rows(victim)) >= 1
+
+    until(checkpointed, 300, "task 0's first checkpoint", slurm, tmp_path)
+    job_id = f"{task(slurm, 0)['ArrayJobId']}_0"
+    slurm.run("scancel", "--signal=USR2", job_id)
+    # submitit's handler checkpoints and runs `scontrol requeue`; skip the ~10 s requeue hold
+    until(lambda: task(slurm, 0)["Restarts"] != "0", 60, "the requeue", slurm, tmp_path)
+    until(
+        lambda: task(slurm, 0)["JobState"] in ("PENDING", "RUNNING", "COMPLETED"),
+        60,
+        "the requeued job",
+        slurm,
+        tmp_path,
+    )
+    if task(slurm, 0)["JobState"] == "PENDING":
+        slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+    assert wait(p, slurm, tmp_path, 420) == 0, diagnostics(slurm, tmp_path)
+
+    reference = job_dirs(tmp_path)[1]
+    assert len(job_dirs(tmp_path)) == 2  # the requeued job wrote into its old dir, not a new one
+    log = (victim / "train.log").read_text()
+    assert "resumed from" in log and "SLURM_RESTART_COUNT=1" in log, log[-3000:]
+    assert json.loads((victim / "status.json").read_text())["status"] == "done"
+    got, want = rows(victim), rows(reference)
+    assert len(got) == n_steps and len({r["step"] for r in got}) == n_steps, [r["step"] for r in got]
+    assert got == want
