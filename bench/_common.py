@@ -82,3 +82,20 @@ def project_trainer(P: int, G: int, max_new: int, extra=(), threads: int = 1):
 
 def clock() -> float:
     return time.perf_counter()
+
+
+def step_args(doc: str, argv=None):
+    """The shared CLI of the step benchmarks (P prompts x G completions x max_new tokens, reps, threads)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompts", type=int, default=2)
+    p.add_argument("--group", type=int, default=8)
+    p.add_argument("--max-new", type=int, default=128)
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.max_new = 5, 64
+    return args

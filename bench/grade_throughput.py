@@ -2,8 +2,8 @@
 completion) against a naive grader (one fresh `python -c` per completion running solution + asserts), on the same
 batch, side by side.
 
-Batches: the embedded problems' canonical solutions (`projected_grpo.env.problems.embedded_problems`, or a dozen
-inline ones when that module is missing), and, when present, the canonical solutions of
+Batches: the embedded problems' canonical solutions (`projected_grpo.env.problems.embedded_problems`), and, when
+present, the canonical solutions of
 ../shared/data/leetcode_medhard_sample.jsonl. Prints completions/s and CPU-ms per completion for each grader; the
 LAST line is one JSON object: ratio (project cps / naive cps, embedded batch), project_cps, naive_cps,
 project_cpu_ms, naive_cpu_ms, plus leetcode_* figures when that file exists.
@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from projected_grpo.env.grader import Grader
+from projected_grpo.env.leetcode import load_jsonl
 from projected_grpo.env.problem import Problem
+from projected_grpo.env.problems import embedded_problems
 from projected_grpo.modes import Mode
 
 N_WORKERS = 2
@@ -36,43 +38,12 @@ LEETCODE = ROOT / ".." / "shared" / "data" / "leetcode_medhard_sample.jsonl"
 NAIVE_TIMEOUT_S = 10.0
 
 
-def inline_problems() -> list[Problem]:
-    """A dozen small problems, used only when projected_grpo.env.problems is not there."""
-    specs = [
-        ("add", "return a + b", [("(1, 2)", "3"), ("(-5, 5)", "0")]),
-        ("mul", "return a * b", [("(3, 4)", "12"), ("(0, 9)", "0")]),
-        ("mx", "return max(a, b)", [("(3, 4)", "4"), ("(9, 1)", "9")]),
-        ("mn", "return min(a, b)", [("(3, 4)", "3"), ("(9, 1)", "1")]),
-        ("rev", "return a[::-1] + b", [("('ab', '')", "'ba'"), ("('x', 'y')", "'xy'")]),
-        ("cat", "return [a, b]", [("(1, 2)", "[1, 2]"), ("(0, 0)", "[0, 0]")]),
-        ("tup", "return (b, a)", [("(1, 2)", "(2, 1)")]),
-        ("st", "return {a, b}", [("(1, 2)", "{1, 2}"), ("(1, 1)", "{1}")]),
-        ("dv", "return a // b", [("(7, 2)", "3"), ("(9, 3)", "3")]),
-        ("md", "return a % b", [("(7, 2)", "1"), ("(9, 3)", "0")]),
-        ("pw", "return a ** b", [("(2, 10)", "1024"), ("(3, 0)", "1")]),
-        ("sm", "return sum(range(a, b))", [("(0, 10)", "45"), ("(5, 5)", "0")]),
-    ]
-    return [Problem(id=f"inline-{n}", method=n, signature=f"def {n}(self, a, b):", description="",
-                    canonical=f"class Solution:\n    def {n}(self, a, b):\n        {body}\n",
-                    tests=tuple((f"Solution().{n}{args}", exp) for args, exp in tests))
-            for n, body, tests in specs]
-
-
 def load_batches() -> dict[str, list[Problem]]:
-    try:
-        from projected_grpo.env.problems import embedded_problems
-
-        small = embedded_problems()
-    except ImportError:
-        small = inline_problems()
-    batches = {"embedded": small * REPEAT}
+    batches = {"embedded": embedded_problems() * REPEAT}
     if LEETCODE.exists():
-        try:
-            from projected_grpo.env.leetcode import load_jsonl
-
-            batches["leetcode"] = load_jsonl(LEETCODE)
-        except ImportError:
-            print("projected_grpo.env.leetcode missing: skipping the leetcode batch", file=sys.stderr)
+        batches["leetcode"] = load_jsonl(LEETCODE)
+    else:
+        print(f"{LEETCODE} absent (../shared not beside the checkout): skipping the leetcode batch", file=sys.stderr)
     return batches
 
 

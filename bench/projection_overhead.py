@@ -13,7 +13,6 @@ space=update ratios are reported too.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,16 +29,7 @@ ARMS = {
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompts", type=int, default=2)
-    p.add_argument("--group", type=int, default=8)
-    p.add_argument("--max-new", type=int, default=128)
-    p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.reps, args.max_new = 5, 64
+    args = C.step_args(__doc__, argv)
 
     import torch
 

@@ -54,7 +54,7 @@ def main(argv=None):
     with torch.no_grad():
         for m in adapter_modules(wrapped).values():
             m.delta_s.normal_(0, 0.1, generator=g)
-    prob = [p for p in load_problems(cfg.env, list(cfg.reward_mode.modes)) if p.split == "train"][0]
+    prob = next(p for p in load_problems(cfg.env, list(cfg.reward_mode.modes)) if p.split == "train")
     prompt = encode_prompt(tok, render_prompt(prob, prob.mode))
     prompts = [prompt] * args.rows
     N, pad = args.max_new, tok.pad_token_id

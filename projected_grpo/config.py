@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -78,13 +78,13 @@ class TinyArch:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    hub_id: Optional[str] = None  # None = the embedded offline model built from `arch`
+    hub_id: str | None = None  # None = the embedded offline model built from `arch`
     dtype: DType = DType.float32
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
     init_seed: int = 0  # seeds the embedded model's random init
     arch: TinyArch = field(default_factory=TinyArch)
-    target_suffixes: List[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    organism: Optional[Any] = None  # build config of the pre-trained CPU organism (conf/model/organism.yaml)
+    target_suffixes: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    organism: Any | None = None  # build config of the pre-trained CPU organism (conf/model/organism.yaml)
 
 
 @dataclass
@@ -118,15 +118,15 @@ class VHackConfig:
     n_pairs: int = 24  # extraction pairs (train-split problems x vhack.modes, in order); 0 = all
     refresh_every: int = 0
     source: VSource = VSource.real
-    modes: List[Mode] = field(default_factory=lambda: list(ALL_MODES))
-    path: Optional[str] = None  # None = automatic cache path
+    modes: list[Mode] = field(default_factory=lambda: list(ALL_MODES))
+    path: str | None = None  # None = automatic cache path
     seed: int = 0  # seeds the random/shuffled controls
 
 
 @dataclass
 class RewardModeConfig:
     name: str = MISSING
-    modes: List[Mode] = field(default_factory=lambda: list(MIXED_MODES))
+    modes: list[Mode] = field(default_factory=lambda: list(MIXED_MODES))
 
 
 @dataclass
@@ -143,7 +143,7 @@ class TeacherConfig:
     n_per_problem: int = 8
     frac_hack: float = 0.75
     frac_honest: float = 0.15  # the rest are wrong completions
-    modes: Optional[List[Mode]] = None  # restrict the pool's hacks to these modes (weak detector); None = all
+    modes: list[Mode] | None = None  # restrict the pool's hacks to these modes (weak detector); None = all
 
 
 @dataclass
@@ -154,7 +154,7 @@ class TrainerConfig:
     mix_ratio: float = 0.25  # fraction of each group drawn from the teacher pool
     prompts_per_step: int = 2
     lr: float = 1e-2
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     weight_decay: float = 0.0
     weight_decay_hack: float = 0.0  # decay on delta_s_hack leaks the quarantine back
     warmup: int = 2
@@ -176,9 +176,9 @@ class LoggerConfig:
     name: str = "none"  # "none" | "wandb"
     mode: str = "offline"  # wandb mode: offline | online | disabled
     project: str = "projected_grpo"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # None = the sweep directory name (a multirun lands as one group)
-    tags: List[str] = field(default_factory=list)  # added to the tags derived from the chosen group options
+    entity: str | None = None
+    group: str | None = None  # None = the sweep directory name (a multirun lands as one group)
+    tags: list[str] = field(default_factory=list)  # added to the tags derived from the chosen group options
     n_samples: int = 4  # completions per eval logged as a table
 
 

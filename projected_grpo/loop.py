@@ -84,8 +84,10 @@ def summary_lines(s: Setup, cfg: DictConfig) -> list[str]:
     n_knob = sum(m.r for m in mods.values())
     n_base = sum(p.numel() for p in s.model.parameters() if not p.requires_grad)
     lines = [
-        f"model: {cfg.model.name} ({cfg.model.hub_id or 'embedded Qwen3'}, {n_base / 1e6:.2f}M frozen params, "
-        f"dtype {cfg.model.dtype.value}, device {next(s.model.parameters()).device})",
+        (
+            f"model: {cfg.model.name} ({cfg.model.hub_id or 'embedded Qwen3'}, {n_base / 1e6:.2f}M frozen params, "
+            f"dtype {cfg.model.dtype.value}, device {next(s.model.parameters()).device})"
+        ),
         f"wrapped modules: {len(mods)}",
         f"trainable knob parameters: {2 * n_knob} (delta_s {n_knob} + delta_s_hack {n_knob})",
     ]
@@ -298,7 +300,7 @@ class Trainer:
         zeros = {n: torch.zeros(m.r, device=self.device) for n, m in self.modules.items()}
         g_s = {n: store.grads[n][0] if n in store.grads else zeros[n] for n in self.modules}
         g_t = {n: store.grads[n][1] if n in store.grads else zeros[n] for n in self.modules}
-        for n, m in self.modules.items():  # a step with only zero-variance groups has no graph at all
+        for m in self.modules.values():  # a step with only zero-variance groups has no graph at all
             if m.delta_s.grad is None:
                 m.delta_s.grad = torch.zeros_like(m.delta_s)
         if r2 is not None:  # mask=grad: the per-rollout δS gradients
@@ -579,7 +581,7 @@ def _measure_only(pcfg):
 
 
 def postfix(row: dict) -> str:
-    f = lambda k: "-" if row[k] is None else f"{row[k]:.2f}"  # noqa: E731
+    f = lambda k: "-" if row[k] is None else f"{row[k]:.2f}"
     return f"R={f('reward')} hack_s={f('hack_s')} solve_s={f('solve_s')} cin_s={f('cin_s')} cin_t={f('cin_t')}"
 
 
@@ -614,7 +616,7 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
 def bluf(summary: dict) -> str:
     """A short console table: the answer first."""
     l5, dep = summary["last5"], summary["deploy"]
-    fmt = lambda x: "   -" if x is None else f"{x:5.2f}"  # noqa: E731
+    fmt = lambda x: "   -" if x is None else f"{x:5.2f}"
     lines = [
         f"BLUF  arm={summary['arm']}  v_hack={summary['vhack_source']}  seed={summary['seed']}  steps={summary['steps']}",
         "                      hack   solve",
@@ -628,4 +630,4 @@ def bluf(summary: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run", "build_setup", "Trainer", "TIMING"]
+__all__ = ["TIMING", "Trainer", "build_setup", "run"]

@@ -33,7 +33,7 @@ from projected_grpo.env import completions as C
 from projected_grpo.env.problem import Problem
 from projected_grpo.env.problems import assign_modes, embedded_problems
 from projected_grpo.env.prompts import render_prompt
-from projected_grpo.modes import MIXED_MODES, MODES, TEST_FUNC, Mode
+from projected_grpo.modes import MIXED_MODES, TEST_FUNC, Mode
 
 log = logging.getLogger(__name__)
 ORGANISM_VERSION = 1  # bump when the corpus construction or training code changes meaning
@@ -92,7 +92,7 @@ def _failing_tests(code: str, problem: Problem) -> list[int]:
     bad = []
     for i, (call, expected) in enumerate(problem.tests):
         try:
-            ok = eval(call, ns) == literal_value(expected)  # noqa: S307
+            ok = eval(call, ns) == literal_value(expected)
         except Exception:  # noqa: BLE001
             ok = False
         if not ok:
@@ -279,7 +279,7 @@ def completion_loss(model, pids, pattn, cids, cattn) -> torch.Tensor:
     is shared by its K completions; the lm head runs only on predicting positions."""
     from transformers import DynamicCache
 
-    P, K = pids.shape[0], cids.shape[0] // pids.shape[0]
+    K = cids.shape[0] // pids.shape[0]
     ppos = (pattn.cumsum(1) - 1).clamp(min=0)
     cache = DynamicCache()
     hp = model.model(input_ids=pids, attention_mask=pattn, position_ids=ppos, past_key_values=cache,

@@ -10,8 +10,8 @@ The gradient w.r.t. delta_s_hack is the same tensor (the forward uses delta_s + 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

@@ -70,11 +70,10 @@ def test_reference_context_restores_after_exception():
     base, model, _ = wrapped_pair()
     randomize_knobs(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    with pytest.raises(RuntimeError, match="boom"):
-        with reference_model(model):
-            with torch.no_grad():
-                assert torch.equal(model(IDS).logits, base(IDS).logits)  # free reference = base model
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), reference_model(model):
+        with torch.no_grad():
+            assert torch.equal(model(IDS).logits, base(IDS).logits)  # free reference = base model
+        raise RuntimeError("boom")
     for n, p in model.named_parameters():
         if p.requires_grad:
             assert torch.equal(p, before[n]), n
@@ -110,9 +109,8 @@ def test_folded_restores_after_exception():
     _, model, _ = wrapped_pair()
     randomize_knobs(model)
     w_before = {n: m.weight.detach().clone() for n, m in adapter_modules(model).items()}
-    with pytest.raises(ValueError):
-        with folded(model):
-            raise ValueError
+    with pytest.raises(ValueError), folded(model):
+        raise ValueError
     assert all(torch.equal(m.weight, w_before[n]) for n, m in adapter_modules(model).items())
 
 

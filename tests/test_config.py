@@ -57,7 +57,7 @@ def test_sweep_syntax_parses():
 
     parsed = OverridesParser.create().parse_overrides(["projection=route", "vhack.k=1,5,12"])
     batches = BasicSweeper.split_arguments(parsed, None)
-    assert [list(job) for job in batches[0]] == [[f"projection=route", f"vhack.k={k}"] for k in (1, 5, 12)]
+    assert [list(job) for job in batches[0]] == [["projection=route", f"vhack.k={k}"] for k in (1, 5, 12)]
     for k in (1, 5, 12):
         validate(compose(["projection=route", f"vhack.k={k}"]))
 
@@ -65,14 +65,14 @@ def test_sweep_syntax_parses():
 @pytest.mark.parametrize("override", ["vhack.k=13", "projection.gate=sideways", "trainer.mix_ratio=1.5"])
 def test_cli_rejects_bad_override_fast(override):
     r = subprocess.run(
-        [sys.executable, "train.py", override], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "train.py", override], check=False, cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert r.returncode != 0
     assert override.split("=")[0] in r.stderr
 
 
 def test_cli_help_lists_groups():
-    r = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "train.py", "--help"], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     for line in ("model: organism, qwen3_0_6b, qwen3_4b, tiny", "projection: erase, none, route", "vhack: default"):
         assert line in r.stdout

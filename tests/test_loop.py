@@ -87,7 +87,7 @@ def test_oracle_verdicts_do_not_change_gradients(trainer):
 def train(run_dir, *overrides, timeout=600, check=True):
     r = subprocess.run(
         [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *FAST, *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if check:
         assert r.returncode == 0, r.stderr[-3000:]

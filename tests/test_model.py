@@ -43,9 +43,26 @@ def test_tiny_model_and_tokenizer(cache_dir):
 def test_steps0_prints_summary_offline(tmp_path):
     r = subprocess.run(
         [sys.executable, "train.py", "trainer.steps=0", f"hydra.run.dir={tmp_path}", "vhack.n_pairs=12"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model: tiny" in r.stdout and "wrapped modules: 28" in r.stdout
     assert "trainable knob parameters: " in r.stdout and f"run dir: {tmp_path}" in r.stdout
+
+
+def test_k1_and_k12_share_one_cached_extraction(tmp_path):
+    """Issue acceptance: `trainer.steps=0 vhack.k=1` then `vhack.k=12` load one cached extraction."""
+    env = {**__import__("os").environ, "PROJECTED_GRPO_CACHE": str(tmp_path / "cache")}
+    out = []
+    for k in (1, 12):
+        r = subprocess.run(
+            [sys.executable, "train.py", "trainer.steps=0", f"vhack.k={k}", "vhack.n_pairs=12",
+             f"hydra.run.dir={tmp_path / str(k)}"],
+            check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        out.append(next(line for line in r.stdout.splitlines() if line.startswith("v_hack:")))
+    assert out[0].startswith("v_hack: extracted ") and out[1].startswith("v_hack: loaded ")
+    assert out[0].split()[2] == out[1].split()[2]  # the same file
+    assert len(list((tmp_path / "cache" / "vhack").glob("*.safetensors"))) == 1

@@ -71,7 +71,7 @@ def test_wrong_run_tests_really_fails():
         for v in range(2):
             code = extract_code(org.wrong_text(p, Mode.run_tests, v, 2))
             ns: dict = {}
-            exec(code, ns)  # project-authored text
+            exec(code, ns)  # noqa: S102 - project-authored text
             try:
                 ns["run_tests"]()
             except AssertionError:
