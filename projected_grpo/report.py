@@ -368,7 +368,8 @@ def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], probl
         "## Deployment eval (end of training)", deploy_table(rows, done),
         "## Per loophole mode (student, last 5 steps)", mode_tables(rows, done),
         "## Projection: cin (student, teacher) vs the random null", cin_table(rows),
-        "## Plots", "![dynamics](dynamics.png)\n\n![cin](cin.png)",
+        "## Plots",
+        "![dynamics](dynamics.png)\n\n![cin](cin.png)" + ("\n\n![vanilla](vanilla_seeds.png)" if VANILLA in rows else ""),
         "## Failed or unfinished jobs", problem_table(problems),
     ]  # fmt: skip
     return "\n\n".join(x for x in sections if x) + "\n"
@@ -427,6 +428,9 @@ def build_report(roots: list[Path]) -> Path:
     out = roots[0]
     plot(rows, ["hack_s", "solve_s"], out / "dynamics.png", "student hack and solve per step (mean ± std over seeds)")
     plot(rows, ["cin_s", "cin_t", "cin_null"], out / "cin.png", "cin per step (mean ± std over seeds)", sharey=True)
+    if VANILLA in rows:  # the emergence curve: vanilla GRPO, one line per seed
+        seeds = {f"seed {j.seed}": [j] for j in sorted(rows[VANILLA], key=lambda j: j.seed)}
+        plot(seeds, ["hack_s", "solve_s"], out / "vanilla_seeds.png", "vanilla GRPO: student hack and solve per seed")
     (out / "report.md").write_text(render(roots, rows, done, problems))
     return out / "report.md"
 
@@ -436,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("sweep_dirs", nargs="+", type=Path, help="Hydra multirun dirs; output goes to the first")
     args = ap.parse_args(argv)
     path = build_report(args.sweep_dirs)
-    print(f"report: wrote {path} (+ dynamics.png, cin.png)", file=sys.stderr)
+    print(f"report: wrote {path} (+ dynamics.png, cin.png, vanilla_seeds.png with a vanilla arm)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def test_route_deploy_ablated_and_cin(sweep):
 
 def test_plots_exist_and_are_pngs(sweep):
     report.build_report([sweep])
-    for name in ("dynamics.png", "cin.png"):
+    for name in ("dynamics.png", "cin.png", "vanilla_seeds.png"):
         data = (sweep / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, name
 
