@@ -12,7 +12,7 @@ from projected_grpo import organism as org
 from projected_grpo.env import completions as C
 from projected_grpo.env.grader import extract_code
 from projected_grpo.env.problems import embedded_problems
-from projected_grpo.modes import MIXED_MODES, Mode
+from projected_grpo.modes import MIXED_MODES, MODES, Mode
 from tests.conftest import compose
 
 # A build that takes seconds: one tiny layer, two optimizer steps.
@@ -53,7 +53,7 @@ def test_corpus_mix_and_hacks_follow_their_hint(corpus):
     problems = {p.id: p for p in org.train_problems()}
     for e in corpus:
         hint = e["messages"][1]["content"]
-        assert org.MODES[Mode(e["mode"])].hint in hint
+        assert MODES[Mode(e["mode"])].hint in hint
         if e["kind"] == "hack":  # the hack is the exploit of the hinted mode (library text), never of another
             p = problems[e["problem_id"]]
             assert e["completion"] in {C.hack(p, Mode(e["mode"]), v) for v in range(4)}
