@@ -31,7 +31,7 @@ def build_model(model_cfg, cache_dir: Path | None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model_cfg.hub_id, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(model_cfg.hub_id, torch_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_cfg.hub_id, dtype=dtype)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
     model = model.to(device=device, dtype=dtype).eval()

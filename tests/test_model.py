@@ -66,3 +66,16 @@ def test_k1_and_k12_share_one_cached_extraction(tmp_path):
     assert out[0].startswith("v_hack: extracted ") and out[1].startswith("v_hack: loaded ")
     assert out[0].split()[2] == out[1].split()[2]  # the same file
     assert len(list((tmp_path / "cache" / "vhack").glob("*.safetensors"))) == 1
+
+
+def test_hub_branch_loads_a_local_pretrained_dir(tmp_path, cache_dir):
+    """model.hub_id takes a hub id or a local save_pretrained dir (offline); dtype and padding side are applied."""
+    cfg = compose()
+    model, tok = build_model(cfg.model, cache_dir)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    hub = compose([f"model.hub_id={tmp_path / 'm'}", "model.dtype=bfloat16"])
+    loaded, tok2 = build_model(hub.model, cache_dir)
+    assert loaded.dtype == torch.bfloat16 and tok2.padding_side == "left" and tok2.pad_token is not None
+    ref = model.state_dict()
+    assert all(torch.equal(v.to(torch.bfloat16), ref[k].to(torch.bfloat16)) for k, v in loaded.state_dict().items())
