@@ -30,12 +30,28 @@ SLURM = [
 ]
 
 
+_LAUNCHED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_sweeps():
+    """A test that fails mid-way must not leave its sweep process waiting on jobs forever."""
+    yield
+    while _LAUNCHED:
+        p = _LAUNCHED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def launch(cluster, tmp: Path, *overrides: str) -> subprocess.Popen:
     """`train.py -m` with cwd=tmp (multirun/ lands there); stdout+stderr to tmp/sweep.log."""
     log = open(tmp / "sweep.log", "w")  # noqa: SIM115 - stays open for the child process
-    return subprocess.Popen(
+    p = subprocess.Popen(
         [sys.executable, TRAIN, "-m", *overrides], cwd=tmp, env=cluster.env, stdout=log, stderr=subprocess.STDOUT
     )
+    _LAUNCHED.append(p)
+    return p
 
 
 def wait(p: subprocess.Popen, cluster, tmp: Path, timeout: float) -> int:
