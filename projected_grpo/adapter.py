@@ -9,8 +9,6 @@ folded into W (from a kept copy, restored bit-exactly afterwards).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from projected_grpo.atomic import atomic_path
 
 
 class AntiPaSTOLinear(nn.Module):
@@ -100,15 +100,8 @@ def weight_key(w: torch.Tensor) -> str:
 
 
 def atomic_save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def svd_cached(w: torch.Tensor, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, deployed, folded, reference_model, wrap_model
+from projected_grpo.atomic import atomic_path, write_json
 from projected_grpo.config import ProjectionMode, Space
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import load_problems
@@ -105,7 +106,7 @@ def summary_lines(s: Setup, cfg: DictConfig) -> list[str]:
 def write_status(out: Path, status: str, **extra) -> None:
     """status.json: running | done | failed (with the exception text), so a report can tell crashed from running."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "status.json", {"status": status, "time": time.time(), **extra})
+    write_json(out / "status.json", {"status": status, "time": time.time(), **extra}, indent=2)
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -323,7 +324,7 @@ class Trainer:
         t0 = time.perf_counter()
         res = apply_to_grads(self.modules, self.v, pcfg) if pcfg.space == Space.grad else None
         if res is None:  # update space: measure cin on the gradient, keep the quarantine untrained by autograd
-            _, res = project_grads({n: m.delta_s.grad for n, m in self.modules.items()}, self.v, _measure_only(pcfg))
+            _, res = project_grads({n: m.delta_s.grad for n, m in self.modules.items()}, self.v, pcfg, remove=False)
             for m in self.modules.values():
                 m.delta_s_hack.grad = None
         if self.route2 is not None:  # cin measured above; the grad mask withholds, cout measures what is left
@@ -486,9 +487,8 @@ class Trainer:
             "route2": self.route2.state_dict() if self.route2 is not None else None,
             "config": self.config_fingerprint(),
         }
-        tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.ckpt_path)
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(state, tmp)
 
     def _maybe_resume(self) -> None:
         if not self.ckpt_path.exists():
@@ -545,7 +545,7 @@ class Trainer:
         final = self.deploy_eval()
         self.save_checkpoint()
         summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start)
-        write_json(self.s.run_dir / "summary.json", summary)
+        write_json(self.s.run_dir / "summary.json", summary, indent=2, default=str)
         self.tracker.summary(summary)
         print(bluf(summary))
         return summary
@@ -574,12 +574,6 @@ def basis_overlap(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) ->
     return mean(vals) if vals else 0.0
 
 
-def _measure_only(pcfg):
-    c = OmegaConf.create(OmegaConf.to_container(pcfg))
-    c.mode = ProjectionMode.none
-    return c
-
-
 def postfix(row: dict) -> str:
     f = lambda k: "-" if row[k] is None else f"{row[k]:.2f}"
     return f"R={f('reward')} hack_s={f('hack_s')} solve_s={f('solve_s')} cin_s={f('cin_s')} cin_t={f('cin_t')}"
@@ -587,12 +581,6 @@ def postfix(row: dict) -> str:
 
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float) -> dict:

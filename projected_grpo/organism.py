@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from projected_grpo.atomic import write_json
 from projected_grpo.env import completions as C
 from projected_grpo.env.problem import Problem
 from projected_grpo.env.problems import assign_modes, embedded_problems
@@ -466,10 +467,7 @@ def main(argv=None) -> int:
         rows = step0_report(model, tok, cfg)
         print_report(rows)
         out = path / f"report-{_sha(cfg['report'])[:8]}.json"
-        fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, out)
+        write_json(out, rows, indent=1)
     return 0
 
 

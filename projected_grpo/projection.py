@@ -88,11 +88,12 @@ class ProjectionResult:
 
 
 def project_grads(
-    grads: dict[str, torch.Tensor], v_hack: dict[str, torch.Tensor], pcfg
+    grads: dict[str, torch.Tensor], v_hack: dict[str, torch.Tensor], pcfg, remove: bool = True
 ) -> tuple[dict[str, torch.Tensor], ProjectionResult]:
     """Project every module's gradient present in v_hack; others pass through. Pure: returns new tensors.
 
-    With projection.mode=none (or route2, whose masks live in route2.py) nothing is removed (cin is measured only)."""
+    With projection.mode=none (or route2, whose masks live in route2.py), or remove=False, nothing is removed
+    (cin is measured only)."""
     fin, fout = Fraction(), Fraction()
     fired = total = 0
     out, removed = dict(grads), {}
@@ -102,7 +103,7 @@ def project_grads(
         fired += int((c > 0).sum())
         total += c.numel()
         fin.add(hackward_sq(V, g), g.pow(2).sum())
-        if pcfg.mode in (ProjectionMode.erase, ProjectionMode.route):  # none/route2: measure only (route2.py masks)
+        if remove and pcfg.mode in (ProjectionMode.erase, ProjectionMode.route):  # none/route2: measure only
             g_new, rem = project(g, V, pcfg.gate, pcfg.overshoot, pcfg.preserve_magnitude)
             out[name], removed[name] = g_new.to(grads[name].dtype), rem.to(grads[name].dtype)
         fout.add(hackward_sq(V, out[name].to(V.dtype)), out[name].pow(2).sum())

@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from projected_grpo.atomic import write_json
 from projected_grpo.config import TeacherConfig
 from projected_grpo.env import completions
 from projected_grpo.env.grader import GRADER_VERSION
@@ -141,18 +141,6 @@ def _load(path: Path, key: str) -> TeacherPool:
     return TeacherPool(key, samples, path)
 
 
-def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_pool(problems: Sequence[Problem], teacher_cfg: TeacherConfig, grader, cache_dir: str | Path) -> TeacherPool:
     """Load the pool for (problems, teacher_cfg) from `cache_dir`, or build, grade and store it."""
     key = pool_key(problems, teacher_cfg)
@@ -169,7 +157,7 @@ def build_pool(problems: Sequence[Problem], teacher_cfg: TeacherConfig, grader, 
     for (completion, _, _), (pid, kind), r in zip(items, owners, rewards):
         samples[pid].append(TeacherSample(completion, r.reward, r.passed, r.gt_correct, r.exploited, kind))
     pool = TeacherPool(key, samples, path)
-    _write_atomic(path, pool.to_json())
+    write_json(path, pool.to_json())
     return pool
 
 

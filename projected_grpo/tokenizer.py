@@ -4,12 +4,12 @@ on its own problem/solution text, cached on disk by a hash of (corpus, vocab siz
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from projected_grpo.atomic import atomic_path
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, IM_START, IM_END]
@@ -59,11 +59,8 @@ def build_tokenizer(vocab_size: int, cache_dir: Path | None) -> PreTrainedTokeni
     else:
         tok = _train(corpus, vocab_size)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            tok.save(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                tok.save(str(tmp))
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD, padding_side="left")
     hf.chat_template = CHAT_TEMPLATE
     return hf

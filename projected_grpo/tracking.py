@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from projected_grpo.atomic import write_text
 from projected_grpo.modes import MODES
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,7 @@ def truncate_after(path: Path, step: int) -> None:
     if not path.exists():
         return
     rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text(path, "".join(r + "\n" for r in rows))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
