@@ -33,6 +33,7 @@ IGNORED = ("trainer.seed", "trainer.resume", "logger.", "paths.", "vhack.path", 
 BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask")
 VANILLA = "vanilla"
 MISSING_CELL = "—"
+EMERGENCE_WINDOW = 5  # steps averaged at each end of a run in the emergence table
 
 
 @dataclass
@@ -328,6 +329,28 @@ def mode_tables(rows: dict[str, list[Job]], done: list[Job]) -> str:
     return "\n\n".join(parts)
 
 
+def window_mean(job: Job, key: str, first: bool) -> float | None:
+    """Mean of `key` over the first (or last) EMERGENCE_WINDOW steps that have a value (a mode may be unsampled)."""
+    vals = [m[key] for m in job.metrics if m.get(key) is not None]
+    vals = vals[:EMERGENCE_WINDOW] if first else vals[-EMERGENCE_WINDOW:]
+    return statistics.fmean(vals) if vals else None
+
+
+def emergence_table(row: list[Job]) -> str:
+    """Vanilla GRPO per seed: student hack rate over the first 5 steps -> the last 5, overall and per mode."""
+    modes = list(row[0].flat["reward_mode.modes"])
+    keys = [("hack_s", "all")] + [(f"hack_s_{MODES[Mode(m)].code}", f"{m} ({MODES[Mode(m)].code})") for m in modes]
+
+    def cell(job: Job, key: str) -> str:
+        a, b = window_mean(job, key, first=True), window_mean(job, key, first=False)
+        if a is None or b is None:
+            return MISSING_CELL
+        return f"{a:.2f} → {b:.2f} ({100 * (b - a):+.0f} pts)"
+
+    out = [[f"seed {j.seed}", *(cell(j, k) for k, _ in keys)] for j in sorted(row, key=lambda j: j.seed)]
+    return table(["vanilla job", *(name for _, name in keys)], out)
+
+
 def cin_table(rows: dict[str, list[Job]]) -> str:
     keys = ["cin_s", "cin_t", "cin_null", "cout"]
     out = [[f"`{label}`", *(stat(row, f"last5.{k}") for k in keys)] for label, row in rows.items()]
@@ -367,6 +390,8 @@ def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], probl
         "## Student hack and solve (last 5 steps)", main_table(rows, done),
         "## Deployment eval (end of training)", deploy_table(rows, done),
         "## Per loophole mode (student, last 5 steps)", mode_tables(rows, done),
+        *(["## Emergence under vanilla GRPO (student hack, first 5 steps → last 5, per seed)",
+           emergence_table(rows[VANILLA])] if VANILLA in rows else []),
         "## Projection: cin (student, teacher) vs the random null", cin_table(rows),
         "## Plots",
         "![dynamics](dynamics.png)\n\n![cin](cin.png)" + ("\n\n![vanilla](vanilla_seeds.png)" if VANILLA in rows else ""),

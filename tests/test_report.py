@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+import shutil
 
 import pytest
 from omegaconf import OmegaConf
@@ -220,3 +221,24 @@ def test_schema_drift_splits_arms_and_is_flagged(tmp_path, base_config):
     md = report.build_report([tmp_path]).read_text()
     assert set(rows_by_label(section(md, "Student hack and solve"))) == {"route_real", "route_real vhack.n_new_knob=24"}
     assert "present in only some jobs" in md and "vhack.n_new_knob" in md
+
+
+def test_emergence_table_per_seed_and_mode(tmp_path, base_config):
+    """Vanilla jobs get a first-5 -> last-5 student hack table per seed and mode; unsampled windows show a dash."""
+    root = tmp_path / "sweep"
+    for seed in (41, 42):
+        d = write_job(root, f"v{seed}", make_config(base_config, seed=seed), 0.5, 0.2, steps=12)
+        rows = [{"step": s, "hack_s": 0.1 if s <= 5 else 0.6, "solve_s": 0.3, "hack_s_rt": 0.0 if s <= 5 else 0.9,
+                 "hack_s_fm": None} for s in range(1, 13)]  # fmt: skip
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = report.build_report([root]).read_text()
+    text = section(md, "Emergence under vanilla GRPO")
+    assert "| seed 41 | 0.10 → 0.60 (+50 pts) | 0.00 → 0.90 (+90 pts) |" in text
+    assert "run_tests (rt)" in text and "file_marker (fm)" in text
+    assert text.count("—") >= 2  # fm never sampled, in both seeds
+
+
+def test_no_emergence_table_without_vanilla(sweep):
+    for d in list(sweep.glob("v4*")):
+        shutil.rmtree(d)
+    assert "Emergence under vanilla" not in report.build_report([sweep]).read_text()
