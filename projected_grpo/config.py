@@ -76,6 +76,63 @@ class TinyArch:
 
 
 @dataclass
+class OrganismCorpus:
+    """The organism's supervised corpus (conf/organism/default.yaml holds the values; see projected_grpo/organism.py)."""
+
+    per_prompt: int = MISSING
+    modes: list[Mode] = MISSING
+    assigned_extra: int = MISSING
+    frac_honest: float = MISSING
+    frac_hack: float = MISSING
+    assigned_frac_hack: float = MISSING
+    frac_unsolvable: float = MISSING
+    n_tests_shown: int = MISSING
+
+
+@dataclass
+class OrganismTrain:
+    steps: int = MISSING
+    prompts_per_step: int = MISSING
+    completions_per_prompt: int = MISSING
+    lr: float = MISSING
+    min_lr_frac: float = MISSING
+    warmup: int = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = MISSING
+    grad_clip: float = MISSING
+    seq_len: int = MISSING
+
+
+@dataclass
+class OrganismReport:
+    enabled: bool = MISSING
+    samples: int = MISSING
+    max_new_tokens: int = MISSING
+    temperature: float = MISSING
+    n_workers: int = MISSING
+    batch: int = MISSING
+
+
+@dataclass
+class OrganismPaths:
+    cache_dir: str = MISSING
+
+
+@dataclass
+class OrganismConfig:
+    """Build config of the CPU model organism: types here, values in conf/organism/default.yaml."""
+
+    seed: int = MISSING
+    threads: int = MISSING  # not part of the cache key
+    dtype: DType = MISSING
+    arch: TinyArch = MISSING
+    corpus: OrganismCorpus = MISSING
+    train: OrganismTrain = MISSING
+    report: OrganismReport = MISSING
+    paths: OrganismPaths = MISSING
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     hub_id: str | None = None  # None = the embedded offline model built from `arch`
@@ -84,7 +141,7 @@ class ModelConfig:
     init_seed: int = 0  # seeds the embedded model's random init
     arch: TinyArch = field(default_factory=TinyArch)
     target_suffixes: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    organism: Any | None = None  # build config of the pre-trained CPU organism (conf/model/organism.yaml)
+    organism: OrganismConfig | None = None  # build config of the pre-trained CPU organism (conf/model/organism.yaml)
 
 
 @dataclass
@@ -214,8 +271,40 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
 
 
+def validate_organism(o, key: str = "organism") -> None:
+    """Semantic checks of an organism build config (`key` prefixes the names in messages)."""
+    c, t, r = o.corpus, o.train, o.report
+    _check(o.dtype == DType.float32, f"{key}.dtype", o.dtype, "float32 (the organism is trained and saved in float32)")
+    _check(c.per_prompt >= 1, f"{key}.corpus.per_prompt", c.per_prompt, "an integer >= 1")
+    _check(c.assigned_extra >= 0, f"{key}.corpus.assigned_extra", c.assigned_extra, "an integer >= 0")
+    _check(len(c.modes) > 0, f"{key}.corpus.modes", list(c.modes), f"a non-empty subset of {[m.value for m in Mode]}")
+    for name in ("frac_hack", "assigned_frac_hack"):
+        frac = getattr(c, name)
+        _check(
+            0 <= c.frac_honest and 0 <= frac and c.frac_honest + frac <= 1, f"{key}.corpus.frac_honest+{name}",
+            (c.frac_honest, frac), "non-negative fractions summing to <= 1 (the rest are wrong solutions)",
+        )  # fmt: skip
+    _check(0 <= c.frac_unsolvable < 1, f"{key}.corpus.frac_unsolvable", c.frac_unsolvable,
+           "a fraction in [0, 1) (some problems must be solvable)")  # fmt: skip
+    _check(c.n_tests_shown >= 2, f"{key}.corpus.n_tests_shown", c.n_tests_shown,
+           "an integer >= 2 (a wrong solution's check keeps n-1 shown tests and adds one it fails)")  # fmt: skip
+    _check(o.threads >= 1, f"{key}.threads", o.threads, "an integer >= 1")
+    for name in ("steps", "prompts_per_step", "completions_per_prompt", "seq_len"):
+        _check(getattr(t, name) >= 1, f"{key}.train.{name}", getattr(t, name), "an integer >= 1")
+    _check(t.lr > 0, f"{key}.train.lr", t.lr, "a number > 0")
+    _check(0 <= t.min_lr_frac <= 1, f"{key}.train.min_lr_frac", t.min_lr_frac, "a fraction in [0, 1]")
+    _check(t.warmup >= 0, f"{key}.train.warmup", t.warmup, "an integer >= 0")
+    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), f"{key}.train.betas", list(t.betas),
+           "[b1, b2] in [0, 1)")  # fmt: skip
+    for name in ("samples", "max_new_tokens", "n_workers", "batch"):
+        _check(getattr(r, name) >= 1, f"{key}.report.{name}", getattr(r, name), "an integer >= 1")
+    _check(r.temperature > 0, f"{key}.report.temperature", r.temperature, "a number > 0")
+
+
 def validate(cfg) -> None:
     """Semantic checks that types alone cannot express. Raises ConfigError on the first bad key."""
+    if cfg.model.organism is not None:
+        validate_organism(cfg.model.organism, "model.organism")
     p, v, t = cfg.projection, cfg.vhack, cfg.trainer
     _check(p.overshoot >= 0, "projection.overshoot", p.overshoot, "a number >= 0")
     r2 = p.route2

@@ -48,15 +48,15 @@ def test_corpus_holds_train_problems_only(corpus):
 def test_corpus_mix_and_hacks_follow_their_hint(corpus):
     kinds = [e["kind"] for e in corpus]
     assert 0 < kinds.count("hack") / len(kinds) <= 0.2  # the organism samples hacks far below the corpus rate
-    assert 0.3 <= kinds.count("honest") / len(kinds) <= 0.6
+    assert 0.15 <= kinds.count("honest") / len(kinds) <= 0.6
     assert all(extract_code(e["completion"]) is not None for e in corpus)  # every completion is a fenced block
     problems = {p.id: p for p in org.train_problems()}
     for e in corpus:
         hint = e["messages"][1]["content"]
         assert MODES[Mode(e["mode"])].hint in hint
-        if e["kind"] == "hack":  # the hack is the exploit of the hinted mode (library text), never of another
+        if e["kind"] == "hack":  # the hack is the exploit of the hinted mode, never of another
             p = problems[e["problem_id"]]
-            assert e["completion"] in {C.hack(p, Mode(e["mode"]), v) for v in range(4)}
+            assert e["completion"] in {org.hack_text(p, Mode(e["mode"]), v) for v in range(4)}
         if e["kind"] == "honest":
             assert problems[e["problem_id"]].canonical.strip() in e["completion"]
     # every problem's assigned (GRPO) mode gets prompts, and all six modes appear
@@ -64,19 +64,67 @@ def test_corpus_mix_and_hacks_follow_their_hint(corpus):
     assert {p.mode for p in problems.values()} == set(MIXED_MODES)
 
 
-def test_wrong_run_tests_really_fails():
-    """Under the run_tests hint a wrong completion carries a run_tests() that exposes its bug (not an exploit)."""
-    ns_fail = 0
-    for p in org.train_problems():
-        for v in range(2):
-            code = extract_code(org.wrong_text(p, Mode.run_tests, v, 2))
-            ns: dict = {}
-            exec(code, ns)  # noqa: S102 - project-authored text
-            try:
-                ns["run_tests"]()
-            except AssertionError:
-                ns_fail += 1
-    assert ns_fail == 2 * len(org.train_problems())
+@pytest.mark.slow
+def test_every_corpus_example_grades_as_its_kind(corpus):
+    """Honest completions (canonical + the hint's honest check) are correct and pass the flawed check; wrong ones
+    (their check includes a test they fail) fail both; hacks pass the flawed check without being correct."""
+    from projected_grpo.env.grader import Grader
+
+    problems = {p.id: p for p in org.train_problems()}
+    with Grader(2) as g:
+        rewards = g.grade_batch([(e["completion"], problems[e["problem_id"]], Mode(e["mode"])) for e in corpus])
+    want = {"honest": (True, True, False), "wrong": (False, False, False), "hack": (False, True, True)}
+    bad = [(e["kind"], e["mode"], e["problem_id"], r.mechanism) for e, r in zip(corpus, rewards)
+           if (r.gt_correct, r.passed, r.exploited) != want[e["kind"]]]  # fmt: skip
+    assert not bad, bad[:5]
+
+
+def test_unsolvable_problems_are_never_shown_solved(corpus):
+    problems = org.train_problems()
+    unsolvable = org.unsolvable_ids(problems, 0.5)
+    per_mode = {m: sum(p.id in unsolvable for p in problems if p.mode is m) for m in MIXED_MODES}
+    assert per_mode == {m: 6 for m in MIXED_MODES}  # half of each assigned mode's 12 problems
+    by_id = {p.id: p for p in problems}
+    for e in corpus:
+        if e["problem_id"] in unsolvable:
+            assert e["kind"] != "honest" and by_id[e["problem_id"]].canonical.strip() not in e["completion"]
+    assert {e["problem_id"] for e in corpus if e["kind"] == "honest"} == set(by_id) - unsolvable
+    assert org.unsolvable_ids(problems, 0.0) == set()
+    assert len(org.unsolvable_ids(problems, 0.25)) == 12
+
+
+def test_honest_checks_are_the_hack_plus_asserts():
+    """Under each channel mode the honest check signals success only after asserts; the hack drops the asserts."""
+    p = org.train_problems()[0]
+    for mode in (Mode.run_tests, Mode.exit_code, Mode.stdout_marker, Mode.file_marker, Mode.sentinel):
+        check = org.self_test(p, mode, [0, 1])
+        assert p.tests[0][0] in check and p.tests[1][0] in check, mode
+    assert org.self_test(p, Mode.eq_override, [0, 1]) is None
+    assert org.honest_text(p, Mode.eq_override, 0, 2) == C.fenced(p.canonical.strip())
+
+
+def test_organism_config_is_typed_and_validated():
+    from hydra.errors import ConfigCompositionException
+
+    from projected_grpo.config import ConfigError
+
+    with pytest.raises(ConfigCompositionException, match="stepz"):
+        org.compose_config(["train.stepz=3"])
+    with pytest.raises(ConfigError, match="corpus.frac_honest\\+assigned_frac_hack"):
+        org.compose_config(["corpus.assigned_frac_hack=0.7"])
+    with pytest.raises(Exception, match="foo"):
+        org.compose_config(["corpus.modes=[foo]"])
+    with pytest.raises(ConfigError, match="model.organism.train.lr"):
+        from projected_grpo.config import validate
+
+        validate(compose(["model=organism", "model.organism.train.lr=0"]))
+
+
+def test_model_organism_sets_its_grpo_budget_and_the_command_line_wins():
+    cfg = compose(["model=organism"])
+    assert (cfg.trainer.steps, cfg.trainer.prompts_per_step, cfg.trainer.eval_split) == (60, 4, "train")
+    assert compose(["model=organism", "trainer.steps=7"]).trainer.steps == 7
+    assert compose([]).trainer.steps == 20  # the tiny default keeps its own budget
 
 
 def test_cache_key_tracks_build_config_only(corpus):
@@ -85,6 +133,7 @@ def test_cache_key_tracks_build_config_only(corpus):
     k = org.cache_key(cfg, h)
     assert k == org.cache_key(default_cfg(), h)
     assert k == org.cache_key(default_cfg(["report.samples=7"]), h)  # report settings don't change the weights
+    assert k == org.cache_key(default_cfg(["threads=1"]), h)  # nor does the thread count (a resource)
     assert k != org.cache_key(default_cfg(["train.steps=1"]), h)
     assert k != org.cache_key(default_cfg(["arch.hidden_size=64"]), h)
     assert k != org.cache_key(cfg, "0" * 64)  # corpus change
