@@ -1,8 +1,10 @@
-# Two commands: `make train` (the embedded default run) and `make test`.
+# Two commands: `make train` (the CPU model organism, built on first use) and `make test`.
 # torch goes in first and pinned: an unpinned install pulls several GB of CUDA wheels.
 # GPU clusters: `make train TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+# `make train` runs vanilla GRPO on the model organism; `make train ARGS=` runs the tiny smoke default.
+ARGS ?= model=organism projection=none trainer.mix_ratio=0
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
