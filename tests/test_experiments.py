@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "weak_detector": ({"arm": "vanilla,erase_real,route_real", "heldout": ",".join(MIXED), "trainer.seed": SEEDS}, 36),
     "refresh": ({"arm": "erase_real,route_real", "vhack.refresh_every": "0,2,5", "trainer.seed": SEEDS}, 18),
     "organism": ({"arm": "vanilla,erase_real,erase_random,route_real,route_random", "trainer.seed": SEEDS}, 15),
+    "organism_weak": ({"arm": "vanilla,erase_real,route_real", "trainer.seed": SEEDS}, 9),
 }
 
 
@@ -92,8 +93,16 @@ def test_smoke_switch_beats_the_experiment(name):
 
 def test_organism_experiment_runs_the_organism_without_a_teacher():
     cfg = compose_train(["experiment=organism", "arm=route_real", "trainer.seed=41"])
-    assert cfg.model.name == "organism" and [m.value for m in cfg.reward_mode.modes] == ["eq_override"]
+    assert cfg.model.name == "organism" and [m.value for m in cfg.reward_mode.modes] == MIXED
     assert not cfg.teacher.enabled and cfg.trainer.mix_ratio == 0 and cfg.trainer.steps == 60
+
+
+def test_organism_weak_detector_knows_two_modes_and_holds_out_two():
+    cfg = compose_train(["experiment=organism_weak", "arm=erase_real", "trainer.seed=41"])
+    assert cfg.model.name == "organism" and not cfg.teacher.enabled and cfg.trainer.mix_ratio == 0
+    known = [m.value for m in cfg.vhack.modes]
+    assert known == ["run_tests", "sentinel"]
+    assert [m for m in MIXED if m not in known] == ["stdout_marker", "file_marker"]
 
 
 def test_smoke_keeps_an_explicit_cli_model_choice():
