@@ -433,7 +433,8 @@ def plot(rows: dict[str, list[Job]], keys: list[str], path: Path, title: str, sh
                                 color=line.get_color(), alpha=0.2)  # fmt: skip
         ax.set(title=key, xlabel="step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0][-1].legend(fontsize=7, loc="best")
+    if axes[0][-1].get_legend_handles_labels()[0]:  # a key with no values in any job draws nothing to label
+        axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
