@@ -28,7 +28,7 @@ EXPERIMENTS = {
     "weak_detector": ({"arm": "vanilla,erase_real,route_real", "heldout": ",".join(MIXED), "trainer.seed": SEEDS}, 36),
     "refresh": ({"arm": "erase_real,route_real", "vhack.refresh_every": "0,2,5", "trainer.seed": SEEDS}, 18),
     "organism": ({"arm": "vanilla,erase_real,erase_random,route_real,route_random", "trainer.seed": SEEDS}, 15),
-    "organism_weak": ({"arm": "vanilla,erase_real,route_real", "trainer.seed": SEEDS}, 9),
+    "organism_weak": ({"arm": "vanilla,erase_real,erase_random,route_real", "trainer.seed": SEEDS}, 12),
 }
 
 
