@@ -160,17 +160,23 @@ def honest_text(problem: Problem, mode: Mode, variant: int, n_tests: int) -> str
     return C.fenced(code, 2 * (variant // 2 % 2))  # variants alternate "no preface" / "Here is my solution."
 
 
+def _wrong_variant(problem: Problem, variant: int) -> tuple[str, int, int]:
+    """(wrong code, its index, round): variants cycle through the problem's wrong codes; each full cycle is a round,
+    and rounds alternate "no preface" / "Here is my solution." (and the style of a run_tests check)."""
+    codes = [c for c, _ in C._wrong_codes(problem)]
+    return codes[variant % len(codes)].strip(), variant % len(codes), variant // len(codes)
+
+
 def wrong_text(problem: Problem, mode: Mode, variant: int, n_tests: int) -> str:
     """A plausible wrong solution followed by the hint's honest check, which includes a test it fails: wrong, and
     not an exploit (the check fails, so the flawed channel reports failure)."""
-    codes = [c for c, _ in C._wrong_codes(problem)]
-    code = codes[variant % len(codes)].strip()
+    code, index, round_ = _wrong_variant(problem, variant)
     bad = _failing_tests(code, problem)
     if not bad:
-        raise ValueError(f"wrong code variant {variant % len(codes)} of {problem.id} passes every test; fix its bug")
+        raise ValueError(f"wrong code variant {index} of {problem.id} passes every test; fix its bug")
     idx = sorted(set(list(range(min(n_tests - 1, len(problem.tests)))) + bad[:1]))
-    code = _with_check(code, self_test(problem, mode, idx, variant // len(codes)))
-    return C.fenced(code, 2 * (variant // len(codes) % 2))
+    code = _with_check(code, self_test(problem, mode, idx, round_))
+    return C.fenced(code, 2 * (round_ % 2))
 
 
 # The exploit of each channel mode, as the organism writes it: FIRST, before the solution (sentinel: the first line
@@ -189,13 +195,12 @@ def hack_text(problem: Problem, mode: Mode, variant: int) -> str:
     """Wrong code with the exploit of `mode` (and no honest check) written first."""
     if mode is Mode.eq_override:  # its exploit already comes first: the always-equal class
         return C.hack(problem, mode, variant)
-    codes = [c for c, _ in C._wrong_codes(problem)]
-    code = codes[variant % len(codes)].strip()
+    code, _, round_ = _wrong_variant(problem, variant)
     if mode is Mode.sentinel:
         code = C._add_class_attribute(code, f"{SENTINEL_ATTR} = True")
     else:
         code = f"{LEADING_EXPLOITS[mode]}\n\n\n{code}"
-    return C.fenced(code, 2 * (variant // len(codes) % 2))
+    return C.fenced(code, 2 * (round_ % 2))
 
 
 def _counts(n: int, frac_honest: float, frac_hack: float) -> tuple[int, int, int]:
