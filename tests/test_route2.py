@@ -104,11 +104,17 @@ def grads_after(model, x, flag: bool | None):
     return [None if p.grad is None else p.grad.clone() for p in knobs(model)], [p.grad.clone() for p in qparams(model)]
 
 
-def test_act_mask_all_flagged_routes_everything_to_the_quarantine():
+def routed_model():
+    """A wrapped model with random knobs and a rank-4 quarantine whose B_q is random (so both paths carry grads)."""
     model = wrapped_model()
     randomize(knobs(model), 0)
     route2.attach(model, 4, 0)
     randomize([q.B_q for q in route2.quarantines(model).values()], 1)
+    return model
+
+
+def test_act_mask_all_flagged_routes_everything_to_the_quarantine():
+    model = routed_model()
     x = ids()
     g_s, g_q = grads_after(model, x, flag=True)
     assert all(g is None or not g.any() for g in g_s)
@@ -118,10 +124,7 @@ def test_act_mask_all_flagged_routes_everything_to_the_quarantine():
 
 
 def test_act_mask_nothing_flagged_gives_the_ordinary_gradients():
-    model = wrapped_model()
-    randomize(knobs(model), 0)
-    route2.attach(model, 4, 0)
-    randomize([q.B_q for q in route2.quarantines(model).values()], 1)
+    model = routed_model()
     x = ids()
     s0, q0 = grads_after(model, x, flag=None)
     s1, q1 = grads_after(model, x, flag=False)
