@@ -84,18 +84,29 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def step_args(doc: str, argv=None):
-    """The shared CLI of the step benchmarks (P prompts x G completions x max_new tokens, reps, threads)."""
+def bench_parser(doc: str, reps: int):
+    """The CLI every timed benchmark shares: --max-new tokens, --reps, --threads, --quick."""
     import argparse
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompts", type=int, default=2)
-    p.add_argument("--group", type=int, default=8)
     p.add_argument("--max-new", type=int, default=128)
-    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--reps", type=int, default=reps)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
+    return p
+
+
+def parse_quick(p, argv, quick_reps: int):
+    """Parse; --quick means `quick_reps` reps of 64 new tokens."""
     args = p.parse_args(argv)
     if args.quick:
-        args.reps, args.max_new = 5, 64
+        args.reps, args.max_new = quick_reps, 64
     return args
+
+
+def step_args(doc: str, argv=None):
+    """The shared CLI of the step benchmarks (P prompts x G completions x max_new tokens, reps, threads)."""
+    p = bench_parser(doc, reps=7)
+    p.add_argument("--prompts", type=int, default=2)
+    p.add_argument("--group", type=int, default=8)
+    return parse_quick(p, argv, quick_reps=5)

@@ -13,7 +13,6 @@ ratio = tokens/s(A) / tokens/s(B) (target >= 0.90); also reported: A / C and B /
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,15 +22,9 @@ import _common as C
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.bench_parser(__doc__, reps=5)
     p.add_argument("--rows", type=int, default=8)
-    p.add_argument("--max-new", type=int, default=128)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.reps, args.max_new = 3, 64
+    args = C.parse_quick(p, argv, quick_reps=3)
 
     import os
 
