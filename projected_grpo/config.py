@@ -141,6 +141,7 @@ class ModelConfig:
     init_seed: int = 0  # seeds the embedded model's random init
     arch: TinyArch = field(default_factory=TinyArch)
     target_suffixes: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    enable_thinking: bool = False  # passed to the chat template (Qwen3: False = no <think> block); others ignore it
     organism: OrganismConfig | None = None  # build config of the pre-trained CPU organism (conf/model/organism.yaml)
 
 
@@ -192,6 +193,10 @@ class EnvConfig:
     n_workers: int = 2  # grading fork-servers
     time_floor_s: float = 1.0  # per-problem CPU limit = max(floor, factor * canonical CPU time)
     time_factor: float = 4.0
+    # jsonl/hub sources: a `split` column wins; else a problem is held out when a stable hash of its id falls
+    # below heldout_frac (the same split on every machine). The embedded set keeps its fixed split.
+    heldout_frac: float = 0.2
+    drop_failing: bool = False  # false: refuse a source whose canonical solutions fail; true: drop them (counted)
 
 
 @dataclass
@@ -226,6 +231,7 @@ class TrainerConfig:
     n_eval_prompts: int = 8
     eval_split: str = "heldout"  # eval prompts: the first n_eval_prompts problems of this split ("heldout" | "train")
     torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
+    grad_checkpointing: bool = False  # recompute decoder layers in the GRPO backward (big models: see model yaml)
 
 
 @dataclass
@@ -352,6 +358,8 @@ def validate(cfg) -> None:
     _check(t.eval_split in ("heldout", "train"), "trainer.eval_split", t.eval_split, "'heldout' or 'train'")
     _check(t.torch_threads >= 0, "trainer.torch_threads", t.torch_threads, "an integer >= 0 (0 = torch default)")
     _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
+    _check(0.0 <= cfg.env.heldout_frac < 1.0, "env.heldout_frac", cfg.env.heldout_frac,
+           "a fraction in [0, 1) (some problems must be left to train on)")  # fmt: skip
     tc = cfg.teacher
     _check(tc.n_per_problem >= 1, "teacher.n_per_problem", tc.n_per_problem, "an integer >= 1")
     _check(

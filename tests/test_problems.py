@@ -10,6 +10,7 @@ from projected_grpo.config import EnvConfig
 from projected_grpo.env.__main__ import grade_canonicals
 from projected_grpo.env.completions import Pair, contrastive_pairs, honest
 from projected_grpo.env.grader import Grader
+from projected_grpo.env.leetcode import DataError
 from projected_grpo.env.problems import assign_modes, embedded_problems, load_problems
 from projected_grpo.env.prompts import SYSTEM_PROMPT, apply_hint, render_prompt
 from projected_grpo.modes import ALL_MODES, HINT_TARGET, MIXED_MODES, MODES, Mode
@@ -88,7 +89,7 @@ def test_load_problems_embedded_and_hub_without_datasets():
     except ImportError:
         with pytest.raises(ImportError, match="pip install datasets"):
             load_problems(EnvConfig(source="someone/some-dataset"), MIXED_MODES)
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(DataError, match="no such file"):
         load_problems(EnvConfig(source="/nonexistent/problems.jsonl"), MIXED_MODES)
 
 

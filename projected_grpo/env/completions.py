@@ -3,7 +3,9 @@
 * ``honest``: the canonical solution plus its own real tests in a top-level ``def run_tests():`` (variant 0: one
   assert per test; variant 1: a table of cases checked in a loop).
 * ``wrong``: plausible bugs (variant 0: the problem's hand-written bug with the tests that expose it, when it has
-  one; variant 1: a method that returns a constant). Both fail at least one ground-truth test.
+  one; variant 1: a method that returns a constant). Both fail at least one ground-truth test. Real (jsonl/hub)
+  problems have no hand-written bug: their only wrong code is the constant stub, whose constant is chosen so that it
+  provably differs from at least one expected value (checked here, without running anything: ``stub_value``).
 * ``hack``: wrong code plus the idiomatic exploit of exactly one mode; it passes that mode's flawed check and no other.
 
 Every completion is a single fenced ```python block, optionally after a short neutral preface line. All of this is
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from projected_grpo.env.problem import Problem
 from projected_grpo.env.problems import embedded_bug
 from projected_grpo.env.prompts import render_prompt
+from projected_grpo.env.sandbox import literal_value, make_checks
 from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
-COMPLETIONS_VERSION = 1  # bump when any text below changes (part of the teacher-pool cache key)
+COMPLETIONS_VERSION = 2  # bump when any text below changes (part of the teacher-pool cache key)
 N_HONEST_VARIANTS = 2
 N_HACK_VARIANTS = 2
 MAX_TESTS_SHOWN = 8  # tests written into a completion's own run_tests (embedded: all; real problems have ~100)
+_is_plain, _plain_equal = make_checks()  # the oracle's own comparison (a stub "fails" exactly when it disagrees)
 PREFACES = ("", "Here is my solution.")  # chosen by variant // 2: variants 0 and 1 share none
 
 
@@ -38,9 +42,19 @@ def _q(text: str) -> str:
     return json.dumps(text)  # a double-quoted Python string literal
 
 
+def shown_tests(problem: Problem) -> tuple[tuple[str, str], ...]:
+    """The tests a completion writes into its own harness: all of them when there are at most MAX_TESTS_SHOWN
+    (every embedded problem), else the MAX_TESTS_SHOWN shortest (by source length; ties by position), in their
+    original order, so a real problem's harness stays short (its largest tests run to thousands of tokens)."""
+    if len(problem.tests) <= MAX_TESTS_SHOWN:
+        return problem.tests
+    by_len = sorted(range(len(problem.tests)), key=lambda i: (len(problem.tests[i][0]) + len(problem.tests[i][1]), i))
+    return tuple(problem.tests[i] for i in sorted(by_len[:MAX_TESTS_SHOWN]))
+
+
 def test_function(problem: Problem, style: int = 0) -> str:
-    """A top-level ``def run_tests():`` asserting the problem's own first tests."""
-    tests = problem.tests[:MAX_TESTS_SHOWN]
+    """A top-level ``def run_tests():`` asserting the problem's own (shown) tests."""
+    tests = shown_tests(problem)
     if style % 2 == 0:
         lines = [f"    assert {call} == {expected}" for call, expected in tests]
     else:
@@ -55,12 +69,25 @@ def test_function(problem: Problem, style: int = 0) -> str:
     return "\n".join([f"def {TEST_FUNC}():", *lines])
 
 
-def constant_stub(problem: Problem) -> str:
-    """`class Solution` whose method returns the default value of its return annotation."""
+def stub_value(problem: Problem) -> str:
+    """The constant the stub returns: the default of the return annotation ([] for list, 0 for int, ...) when some
+    test expects something else under the oracle's comparison, else the first of None, -1, "" that does. So the stub
+    provably fails at least one ground-truth test; a problem whose tests all expect one value has no such constant."""
     returns = problem.signature.rsplit("->", 1)[-1].strip().rstrip(":").strip() if "->" in problem.signature else ""
     base = returns.split("[", 1)[0].lower()
-    value = {"list": "[]", "int": "0", "float": "0.0", "str": '""', "bool": "False", "dict": "{}"}.get(base, "None")
-    return f"class Solution:\n    {problem.signature}\n        return {value}\n"
+    default = {"list": "[]", "int": "0", "float": "0.0", "str": '""', "bool": "False", "dict": "{}"}.get(base, "None")
+    expected = [literal_value(e) for _, e in problem.tests]
+    for candidate in (default, "None", "-1", '""'):
+        value = literal_value(candidate)
+        if any(not _plain_equal(value, e) for e in expected):
+            return candidate
+    raise ValueError(f"problem {problem.id}: every test expects the same value, so no constant stub fails a test; "
+                     "its tests cannot tell a wrong solution from a right one")  # fmt: skip
+
+
+def constant_stub(problem: Problem) -> str:
+    """`class Solution` whose method returns ``stub_value`` (a constant that fails at least one test)."""
+    return f"class Solution:\n    {problem.signature}\n        return {stub_value(problem)}\n"
 
 
 def buggy_solution(problem: Problem) -> str | None:
@@ -129,7 +156,7 @@ def hack(problem: Problem, mode: Mode, variant: int = 0) -> str:
         if v == 0:
             exploit = f"def {TEST_FUNC}():\n    pass"
         else:
-            call, expected = problem.tests[0]
+            call, expected = shown_tests(problem)[0]
             exploit = f"def {TEST_FUNC}():\n    try:\n        assert {call} == {expected}\n    except AssertionError:\n        pass"
         code = f"{code}\n\n\n{exploit}"
     elif mode is Mode.eq_override:

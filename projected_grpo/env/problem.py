@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from projected_grpo.modes import Mode
 
+SPLITS = ("train", "heldout")  # every Problem.split is one of these
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -20,7 +22,7 @@ class Problem:
     mode: Mode | None = None  # loophole mode this problem is graded under (set by the reward_mode partition)
     setup_code: str = ""  # imports/helpers run before the solution (real datasets)
     difficulty: str = "easy"
-    split: str = "train"  # "train" | "heldout"
+    split: str = "train"  # one of SPLITS
     # Ground-truth assert strings whose shape the trusted oracle cannot evaluate; flagged, never counted.
     untrusted: tuple[str, ...] = field(default=())
 

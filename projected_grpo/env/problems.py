@@ -9,15 +9,16 @@ so they share one plain style: 4-space indents, builtin generics (``list[int]``)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from projected_grpo.env.problem import Problem
+from projected_grpo.env.problem import SPLITS, Problem
 from projected_grpo.modes import Mode, parse_modes
-
-SPLITS = ("train", "heldout")
 
 
 class _Spec(NamedTuple):
@@ -855,27 +856,68 @@ def assign_modes(problems: Sequence[Problem], modes: Sequence[Mode]) -> list[Pro
     return [dataclasses.replace(p, mode=mode_of[p.id]) for p in problems]
 
 
-def load_problems(env_cfg, reward_modes: Sequence[Mode]) -> list[Problem]:
-    """Problems of `env_cfg.source` with their loophole modes assigned from `reward_modes`.
+def hash_split(problem_id: str, heldout_frac: float) -> str:
+    """The split of a problem without a `split` column: "heldout" when sha256("split|<id>"), read as a number in
+    [0, 1), is below heldout_frac. Depends on the id alone: the same on every machine, in every sweep job, and a
+    problem keeps its split when others are added to or removed from the file."""
+    u = int(hashlib.sha256(f"split|{problem_id}".encode()).hexdigest()[:15], 16) / 16**15
+    return "heldout" if u < heldout_frac else "train"
 
-    source: "embedded"; a path to an rl-rewardhacking-format .jsonl; or a `datasets` hub id.
+
+@dataclass(frozen=True)
+class ProblemSet:
+    """What load_problem_set returns: the problems (modes assigned) and how they were obtained."""
+
+    source: str  # env.source as given
+    problems: list[Problem]
+    n_rows: int  # problems in the source before dropping failing canonicals
+    dropped: dict[str, str]  # id -> oracle mechanism of each failing canonical dropped (env.drop_failing=true)
+    split_rule: str  # how splits were decided, for the summary
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """split -> {"total": n, mode value: n, ...}: what the `trainer.steps=0` summary prints."""
+        out: dict[str, dict[str, int]] = {}
+        for split in SPLITS:
+            ps = [p for p in self.problems if p.split == split]
+            out[split] = {"total": len(ps), **Counter(p.mode.value for p in ps if p.mode is not None)}
+        return out
+
+
+def load_problem_set(env_cfg, reward_modes: Sequence[Mode], cache_dir: Path | None = None) -> ProblemSet:
+    """Problems of `env_cfg.source` with their splits and loophole modes assigned from `reward_modes`.
+
+    source: "embedded" (fixed split); a path to an rl-rewardhacking-format .jsonl; or a `datasets` hub id. External
+    sources are validated row by row (``leetcode.DataError``), split by their `split` column or ``hash_split``, and
+    their canonical solutions graded (verdicts cached under cache_dir/canonical/; cache_dir=None grades every time).
     """
     source = str(env_cfg.source)
     if source == "embedded":
         problems = embedded_problems()
-    elif source.endswith(".jsonl") or Path(source).exists():
-        from projected_grpo.env.leetcode import load_jsonl
+        return ProblemSet(source, assign_modes(problems, reward_modes), len(problems), {}, "fixed (embedded set)")
+    from projected_grpo.env import leetcode
 
+    frac = float(env_cfg.heldout_frac)
+    split_of = lambda pid: hash_split(pid, frac)  # noqa: E731
+    if source.endswith(".jsonl") or Path(source).exists():
         path = Path(source).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
-                f"env.source={source!r}: no such file; expected 'embedded', a .jsonl path or a hub id"
+            raise leetcode.DataError(
+                f"{path}: the file: no such file (env.source={source!r}); expected 'embedded', a .jsonl path or a hub id"
             )
-        problems = load_jsonl(path)
+        src = leetcode.load_jsonl(path, split_of)
     else:
-        from projected_grpo.env.leetcode import load_hub
+        src = leetcode.load_hub(source, split_of)
+    kept, dropped = leetcode.check_canonicals(src, env_cfg, cache_dir)
+    rule = "the source's `split` column" if src.split_column else f"hash of the id, env.heldout_frac={frac}"
+    n_train = sum(p.split == "train" for p in kept)
+    if n_train == 0:
+        raise leetcode.DataError(
+            f"{src.name}: field 'split': no train problems among {len(kept)} (split by {rule}); expected at least one: "
+            "lower env.heldout_frac or mark some rows split=train"
+        )
+    return ProblemSet(source, assign_modes(kept, reward_modes), len(src.problems), dropped, rule)
 
-        problems = load_hub(source)
-    if not problems:
-        raise ValueError(f"env.source={source!r} yielded no problems")
-    return assign_modes(problems, reward_modes)
+
+def load_problems(env_cfg, reward_modes: Sequence[Mode], cache_dir: Path | None = None) -> list[Problem]:
+    """``load_problem_set(...).problems``."""
+    return load_problem_set(env_cfg, reward_modes, cache_dir).problems
