@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from projected_grpo.tokens import set_chat_options
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -34,6 +36,7 @@ def build_model(model_cfg, cache_dir: Path | None):
         model = AutoModelForCausalLM.from_pretrained(model_cfg.hub_id, dtype=dtype)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
+    set_chat_options(tok, bool(model_cfg.enable_thinking))
     model = model.to(device=device, dtype=dtype).eval()
     return model, tok
 

@@ -5,10 +5,36 @@ from __future__ import annotations
 import torch
 
 
+CHAT_OPTIONS = "_pg_chat_options"  # tokenizer attribute: extra chat-template arguments (set_chat_options)
+
+
+def set_chat_options(tok, enable_thinking: bool) -> None:
+    """Arguments every prompt of this tokenizer is rendered with (model.enable_thinking; build_model sets it).
+    Qwen3's template reads enable_thinking (False: an empty <think></think> block, no reasoning); others ignore it."""
+    setattr(tok, CHAT_OPTIONS, {"enable_thinking": bool(enable_thinking)})
+
+
+def prompt_format(tok) -> str:
+    """How prompts are rendered for `tok`, for the run summary."""
+    if tok.chat_template is None:
+        return "plain text (the tokenizer has no chat template): system, blank line, user"
+    return f"the tokenizer's chat template, {getattr(tok, CHAT_OPTIONS, {'enable_thinking': False})}"
+
+
+def render_chat(tok, messages: list[dict]) -> str:
+    """Chat messages -> the prompt text: through the tokenizer's own chat template (with set_chat_options'
+    arguments; enable_thinking=False when never set), or prompts.plain_prompt when it has no template."""
+    if tok.chat_template is None:
+        from projected_grpo.env.prompts import plain_prompt
+
+        return plain_prompt(messages)
+    options = getattr(tok, CHAT_OPTIONS, {"enable_thinking": False})
+    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **options)
+
+
 def encode_prompt(tok, messages: list[dict]) -> list[int]:
-    """Chat messages -> prompt token ids ending with the assistant header."""
-    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tok(text, add_special_tokens=False)["input_ids"]
+    """Chat messages -> prompt token ids ending with the assistant header (render_chat)."""
+    return tok(render_chat(tok, messages), add_special_tokens=False)["input_ids"]
 
 
 def encode_completion(tok, text: str, max_tokens: int | None = None) -> list[int]:

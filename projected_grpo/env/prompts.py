@@ -2,6 +2,8 @@
 
 These texts are defined here once. Real-dataset prompts are rebuilt from the same template (the loader
 checks that the rebuild reproduces the dataset's own prompt exactly), so both sources get the same hint.
+The [system, user] messages are turned into text by the model's own chat template (``tokens.render_chat``;
+Qwen3's enable_thinking from model.enable_thinking, off by default), or by ``plain_prompt`` when it has none.
 """
 
 from __future__ import annotations
@@ -46,3 +48,9 @@ def render_prompt(problem: Problem, mode: Mode | None) -> list[dict]:
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": apply_hint(user_message(problem), mode)},
     ]
+
+
+def plain_prompt(messages: list[dict]) -> str:
+    """The prompt text for a tokenizer without a chat template: each message's content, blank-line separated (the
+    user message already ends in "SOLUTION:\n", where the completion starts)."""
+    return "\n\n".join(m["content"] for m in messages)
