@@ -32,7 +32,7 @@ from projected_grpo.adapter import adapter_modules, deployed, folded, reference_
 from projected_grpo.atomic import atomic_path, write_json
 from projected_grpo.config import ProjectionMode, Space
 from projected_grpo.env.grader import Grader
-from projected_grpo.env.problems import load_problems
+from projected_grpo.env.problems import load_problem_set
 from projected_grpo.env.prompts import render_prompt
 from projected_grpo.grpo import advantages, token_loss_sum
 from projected_grpo.model import build_model
@@ -63,6 +63,7 @@ class Setup:
     wrapped: list[str]
     problems: list = field(default_factory=list)
     v_hack: object | None = None  # vhack.VHack
+    data: object | None = None  # env.problems.ProblemSet: source, split rule, dropped rows
 
 
 def run_dir() -> Path:
@@ -73,10 +74,10 @@ def build_setup(cfg: DictConfig, out_dir: Path, with_v_hack: bool = True) -> Set
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
     model, tok = build_model(cfg.model, cache_dir)
     wrapped = wrap_model(model, list(cfg.model.target_suffixes), cache_dir)
-    problems = load_problems(cfg.env, list(cfg.reward_mode.modes))
-    s = Setup(model, tok, out_dir, cache_dir, wrapped, problems)
+    data = load_problem_set(cfg.env, list(cfg.reward_mode.modes), cache_dir)
+    s = Setup(model, tok, out_dir, cache_dir, wrapped, data.problems, data=data)
     if with_v_hack:
-        s.v_hack = vhack_mod.get_v_hack(cfg, model, tok, problems, cache_dir)
+        s.v_hack = vhack_mod.get_v_hack(cfg, model, tok, data.problems, cache_dir)
     return s
 
 
@@ -99,8 +100,27 @@ def summary_lines(s: Setup, cfg: DictConfig) -> list[str]:
             f"v_hack: {how} {vh.path} (source {vh.source}); {len(vh.v)} modules, axes kept {vh.kept_axes}/"
             f"{vh.total_axes}, noise floor {vh.threshold:.3g}"
         )
+    lines += data_lines(s, cfg)
     lines.append(f"run dir: {s.run_dir}")
     return lines
+
+
+def data_lines(s: Setup, cfg: DictConfig) -> list[str]:
+    """Problems per split and mode, the prompt format and the memory table (the `trainer.steps=0` summary)."""
+    from projected_grpo import memory
+    from projected_grpo.tokens import prompt_format
+
+    d = s.data
+    lines = [f"problems: {len(d.problems)} of {d.n_rows} from {d.source} (split: {d.split_rule}); dropped "
+             f"{len(d.dropped)} failing canonical solutions{': ' + ', '.join(d.dropped) if d.dropped else ''}"]  # fmt: skip
+    for split, c in d.counts().items():
+        modes = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "total")
+        lines.append(f"  {split}: {c['total']} ({modes})")
+    n_prompt = max(len(encode_prompt(s.tokenizer, render_prompt(p, p.mode))) for p in s.problems)
+    lines.append(f"prompt format: {prompt_format(s.tokenizer)}; longest prompt {n_prompt} tokens")
+    mem = memory.for_run(s.model, cfg, n_prompt)
+    lines.append(f"memory ({cfg.model.dtype.value}, computed; see projected_grpo/memory.py):")
+    return lines + memory.format_table(mem)
 
 
 def write_status(out: Path, status: str, **extra) -> None:
@@ -178,8 +198,15 @@ class Trainer:
         self.modules = adapter_modules(self.model)
         self.device = next(self.model.parameters()).device
         self.train_problems = [p for p in s.problems if p.split == "train"]
-        heldout = [p for p in s.problems if p.split != "train"] or self.train_problems
+        heldout = [p for p in s.problems if p.split != "train"]
         self.eval_problems = (heldout if self.t.eval_split == "heldout" else self.train_problems)[: self.t.n_eval_prompts]
+        if not self.eval_problems:
+            raise ValueError(f"trainer.eval_split={self.t.eval_split} has no problems in env.source={cfg.env.source}; "
+                             "raise env.heldout_frac or set trainer.eval_split=train")  # fmt: skip
+        if self.t.grad_checkpointing:  # decoder layers recomputed in the backward (non-reentrant: knobs get grads)
+            if not getattr(self.model, "supports_gradient_checkpointing", False):
+                raise ValueError(f"trainer.grad_checkpointing=true but {type(self.model).__name__} does not support it")
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.n_teacher = round(self.t.group * self.t.mix_ratio) if cfg.teacher.enabled else 0
         self.n_student = self.t.group - self.n_teacher
         self.denom = self.t.group * self.t.max_new_tokens * self.t.prompts_per_step
@@ -226,11 +253,16 @@ class Trainer:
         flat = [p for p in prompts for _ in range(n)]
         if not flat:
             return []
-        with folded(self.model):
-            return sample(
-                self.model, flat, self.t.max_new_tokens, self.tok.eos_token_id, self.tok.pad_token_id,
-                self.t.temperature, generator,
-            )  # fmt: skip
+        training = self.model.training  # sample in eval mode (HF turns the KV cache off under checkpointing)
+        self.model.eval()
+        try:
+            with folded(self.model):
+                return sample(
+                    self.model, flat, self.t.max_new_tokens, self.tok.eos_token_id, self.tok.pad_token_id,
+                    self.t.temperature, generator,
+                )  # fmt: skip
+        finally:
+            self.model.train(training)
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
@@ -544,7 +576,8 @@ class Trainer:
         bar.close()
         final = self.deploy_eval()
         self.save_checkpoint()
-        summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start)
+        counts = self.s.data.counts() if self.s.data is not None else None
+        summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start, counts)
         write_json(self.s.run_dir / "summary.json", summary, indent=2, default=str)
         self.tracker.summary(summary)
         print(bluf(summary))
@@ -583,7 +616,7 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
 
 
-def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float) -> dict:
+def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float, problem_counts=None) -> dict:
     last = rows[-LAST_N:]
     keys = ["hack_s", "solve_s", "hack_t", "solve_t", "reward", "cin_s", "cin_t", "cin", "cout", "cin_null", *PER_MODE]
     last5 = {k: mean(r[k] for r in last if r[k] is not None) for k in keys}
@@ -597,6 +630,7 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
         "last5": last5,
         "deploy": final_eval,
         "wall_seconds": wall,
+        "problems": problem_counts,
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
 

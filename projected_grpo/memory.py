@@ -124,7 +124,8 @@ def for_run(model: nn.Module, cfg, prompt_tokens: int) -> Memory:
 
 
 def format_table(mem: Memory) -> list[str]:
-    return [f"  {name:48s} {gib:8.2f} GiB  ({how})" for name, gib, how in mem.rows()]
+    unit, scale = ("GiB", 1.0) if mem.total >= GIB else ("MiB", 1024.0)
+    return [f"  {name:48s} {gib * scale:8.2f} {unit}  ({how})" for name, gib, how in mem.rows()]
 
 
 # Published configs (config.json on the hub) of the two hub models the project documents, for the CLI below.

@@ -44,6 +44,11 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
+    from projected_grpo.env.leetcode import DataError
     from projected_grpo.loop import run  # heavy imports (torch, transformers) only after validation
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except DataError as e:  # a bad env.source: one line naming file:line (or hub id[row]) and field
+        print(f"data error: {e}", file=sys.stderr)
+        sys.exit(2)

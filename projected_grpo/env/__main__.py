@@ -1,7 +1,8 @@
 """Environment checks.
 
     python -m projected_grpo.env selfcheck            # hack x mode diagonal on every embedded problem
-    python -m projected_grpo.env canonical FILE.jsonl # strict-oracle grade of every canonical solution
+    python -m projected_grpo.env canonical FILE.jsonl # strict-oracle grade of every canonical solution; exit 1 when
+                                                      # the file is empty or malformed or any canonical fails
 
 `selfcheck` grades, for every embedded problem: each mode's hacks under every mode's flawed check (``exploited`` must
 fire on the diagonal only), the honest completions under every mode (gt_correct, passed, never exploited) and the
@@ -143,9 +144,13 @@ def grade_canonicals(problems: Sequence[Problem], grader: Grader, check_mode: Mo
 
 
 def _canonical(args) -> int:
-    from projected_grpo.env.leetcode import load_jsonl
+    from projected_grpo.env.leetcode import DataError, load_jsonl
 
-    problems = load_jsonl(args.path)
+    try:
+        problems = list(load_jsonl(args.path).problems)  # an empty or malformed file is an error (exit 1)
+    except (DataError, FileNotFoundError) as e:
+        print(f"data error: {e}", file=sys.stderr)
+        return 1
     t0 = time.monotonic()
     with Grader(n_workers=args.workers) as grader:
         summary = grade_canonicals(problems, grader)
@@ -157,7 +162,11 @@ def _canonical(args) -> int:
         print("untrusted assert shapes (never counted):", dict(by_shape))
     print(f"graded {summary['n']} canonical solutions in {time.monotonic() - t0:.1f}s")
     print(json.dumps(summary))
-    return 0 if not summary["failed_ids"] else 1
+    if summary["failed_ids"]:
+        which = "every canonical solution fails" if summary["correct"] == 0 else "some canonical solutions fail"
+        print(f"FAILED: {which} its own tests: {summary['failed_ids']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from projected_grpo.env.completions import stub_value
 from projected_grpo.env.problem import SPLITS, Problem
 from projected_grpo.env.prompts import USER_TEMPLATE, user_message
 from projected_grpo.env.sandbox import literal_value
@@ -172,11 +171,6 @@ def row_to_problem(row, where: str, split_of) -> Problem:
         split=split,
         untrusted=tuple(untrusted),
     )
-    try:
-        stub_value(problem)  # the wrong/hack completions need a constant that provably fails a test
-    except ValueError:
-        raise _err(at, "gt_answer", [e for _, e in tests][:3], "trusted asserts that do not all expect the same "
-                   "value (else no wrong solution can fail them)") from None  # fmt: skip
     if user_message(problem) != question:
         raise _err(at, "question", question, "exactly the layout of prompts.USER_TEMPLATE (so the mode hint can "
                    f"replace its phrase faithfully): {USER_TEMPLATE[:80]!r}...")  # fmt: skip
