@@ -72,9 +72,9 @@ def run_dir() -> Path:
 
 def build_setup(cfg: DictConfig, out_dir: Path, with_v_hack: bool = True) -> Setup:
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
+    data = load_problem_set(cfg.env, list(cfg.reward_mode.modes), cache_dir)  # first: a bad source fails fast
     model, tok = build_model(cfg.model, cache_dir)
     wrapped = wrap_model(model, list(cfg.model.target_suffixes), cache_dir)
-    data = load_problem_set(cfg.env, list(cfg.reward_mode.modes), cache_dir)
     s = Setup(model, tok, out_dir, cache_dir, wrapped, data.problems, data=data)
     if with_v_hack:
         s.v_hack = vhack_mod.get_v_hack(cfg, model, tok, data.problems, cache_dir)
@@ -206,7 +206,7 @@ class Trainer:
         if self.t.grad_checkpointing:  # decoder layers recomputed in the backward (non-reentrant: knobs get grads)
             if not getattr(self.model, "supports_gradient_checkpointing", False):
                 raise ValueError(f"trainer.grad_checkpointing=true but {type(self.model).__name__} does not support it")
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.n_teacher = round(self.t.group * self.t.mix_ratio) if cfg.teacher.enabled else 0
         self.n_student = self.t.group - self.n_teacher
         self.denom = self.t.group * self.t.max_new_tokens * self.t.prompts_per_step

@@ -8,6 +8,7 @@ and skip with a reason when it is absent.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,7 @@ def sample():
     return LEETCODE_SAMPLE
 
 
+@pytest.mark.slow
 def test_sample_selfcheck_and_stubs(sample, grader, tmp_path_factory):
     src = load_jsonl(sample)
     fast = sorted(src.problems, key=lambda p: len(p.canonical))[:3]  # three short problems: the full table
@@ -228,7 +230,9 @@ def test_sample_selfcheck_and_stubs(sample, grader, tmp_path_factory):
     assert max(len(C.test_function(p)) for p in src.problems) < 3000  # harnesses show the short tests
 
 
-def test_sample_loads_with_both_splits(sample, tmp_path):
-    ps = load_problem_set(EnvConfig(source=str(sample)), MIXED_MODES, Path(tmp_path) / "cache")
+@pytest.mark.slow
+def test_sample_loads_with_both_splits(sample):
+    # the session cache (conftest): the verdicts are reused by the hub-model runs in tests/test_hub_models.py
+    ps = load_problem_set(EnvConfig(source=str(sample)), MIXED_MODES, Path(os.environ["PROJECTED_GRPO_CACHE"]))
     c = ps.counts()
     assert ps.n_rows == 60 and ps.dropped == {} and c["train"]["total"] >= 40 and c["heldout"]["total"] >= 8
