@@ -41,7 +41,7 @@ NAIVE_TIMEOUT_S = 10.0
 def load_batches() -> dict[str, list[Problem]]:
     batches = {"embedded": embedded_problems() * REPEAT}
     if LEETCODE.exists():
-        batches["leetcode"] = load_jsonl(LEETCODE)
+        batches["leetcode"] = list(load_jsonl(LEETCODE).problems)
     else:
         print(f"{LEETCODE} absent (../shared not beside the checkout): skipping the leetcode batch", file=sys.stderr)
     return batches

@@ -26,7 +26,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def problems(rows):
-    return load_jsonl(SAMPLE)
+    return list(load_jsonl(SAMPLE).problems)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_prompt_is_the_dataset_prompt_and_takes_every_hint(rows, problems):
 def test_bad_schema_fails_loudly(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"id": 1, "question": "PROBLEM:\nx"}) + "\n")
-    with pytest.raises(ValueError, match="missing fields"):
+    with pytest.raises(ValueError, match=f"{path}:1 \\(id 1\\): field .func_name. is missing"):
         load_jsonl(path)
 
 
