@@ -28,11 +28,12 @@ class WordTok:
     (group > 1 keeps the long embedded prompts/completions short and the tests fast)."""
 
     pad_token_id, eos_token_id = 0, 1
+    chat_template = "<role> content"  # it has one (tokens.render_chat calls apply_chat_template)
 
     def __init__(self, group=1):
         self.group = group
 
-    def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=False):
+    def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=False, **options):
         text = " ".join(f"<{m['role']}> {m['content']}" for m in messages)
         return text + (" <assistant>" if add_generation_prompt else "")
 
