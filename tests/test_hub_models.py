@@ -77,6 +77,7 @@ def load(dirs, name, cache_dir, *overrides):
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_adapter_wraps_every_target_and_zero_knobs_reproduce_the_base(hub, cache_dir, name):
+    # kills: lm_head wrapped too, a target suffix dropped, a nonzero knob init
     _, dirs = hub
     model, tok = load(dirs, name, cache_dir)
     assert type(model).__name__ == ARCHS[name][1].__name__
@@ -93,6 +94,7 @@ def test_adapter_wraps_every_target_and_zero_knobs_reproduce_the_base(hub, cache
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_folded_sampler_equals_unfolded_sampling(hub, cache_dir, name):
+    # kills: fold() without the knobs, or with delta_s_hack left out (folded sampling = the base model's)
     _, dirs = hub
     model, tok = load(dirs, name, cache_dir)
     wrap_model(model, DEFAULT_TARGETS, cache_dir)
@@ -124,6 +126,10 @@ def test_prompts_use_the_models_chat_template_and_enable_thinking(hub, cache_dir
 
 @pytest.mark.parametrize("name", ["qwen3", "llama"])
 def test_grad_checkpointing_gives_the_same_delta_s_gradients(hub, cache_dir, name):
+    # checkpointing must change no δS gradient: neither the per-completion capture (its hooks run again in the
+    # recomputed forward) nor .grad. Kills: fold/capture mistakes that only show under recompute. (use_reentrant=True
+    # also passes: transformers makes the inputs require grad.) The Trainer's own switch runs in the llama case of
+    # test_two_step_run_on_the_shared_sample_trains.
     _, dirs = hub
     model, tok = load(dirs, name, cache_dir)
     wrap_model(model, DEFAULT_TARGETS, cache_dir)
@@ -149,6 +155,7 @@ def test_grad_checkpointing_gives_the_same_delta_s_gradients(hub, cache_dir, nam
 
 
 def test_memory_exact_parts_match_the_wrapped_model(hub, cache_dir):
+    # kills: U, Vh counted as one d_out x d_in matrix; the KV cache without its K and V factor
     from projected_grpo import loop
 
     assert memory.EVAL_SAMPLES == loop.EVAL_SAMPLES

@@ -132,6 +132,7 @@ BAD = {  # name -> (rows -> file rows, line of the error, field named)
 
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_each_bad_input_is_one_line_naming_file_line_and_field(tmp_path, rows, name):
+    # kills: a bare JSONDecodeError (no file/line), the duplicate-id check dropped, any check removed
     make, line, field = BAD[name]
     path = write(tmp_path / "bad.jsonl", make(rows))
     before = path.read_bytes()
@@ -157,6 +158,7 @@ def _with_bug(row):
 
 
 def test_failing_canonicals_are_refused_or_dropped_and_counted(tmp_path, rows):
+    # kills: env.drop_failing inverted; the verdict cache written before the source is accepted
     file_rows = [rows[0], _with_bug(rows[1]), rows[2], rows[3]]
     path = write(tmp_path / "f.jsonl", file_rows)
     cache = tmp_path / "cache"
@@ -179,6 +181,7 @@ def test_all_failing_is_an_error_even_when_dropping(tmp_path, rows):
 
 
 def test_train_py_prints_one_line_and_exits_2_on_a_bad_file(tmp_path, rows):
+    # kills: train.py without its DataError catch (a Hydra traceback instead of one line)
     path = write(tmp_path / "bad.jsonl", [rows[0], "not json"])
     r = subprocess.run([sys.executable, "train.py", f"env.source={path}", "trainer.steps=0",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -188,6 +191,7 @@ def test_train_py_prints_one_line_and_exits_2_on_a_bad_file(tmp_path, rows):
 
 
 def test_real_problems_stub_provably_fails_and_keeps_embedded_texts():
+    # kills: the stub always returning the annotation's default (it would pass tests that all expect it)
     from projected_grpo.env.problem import Problem
 
     def prob(ret, *expected):
@@ -205,7 +209,8 @@ def test_real_problems_stub_provably_fails_and_keeps_embedded_texts():
 
 def test_selfcheck_diagonal_on_written_real_problems(tmp_path, rows, grader):
     """Hacks built from a real problem's own method and tests fire under their own mode only; the canonical
-    (honest) passes; the constant stub (its only wrong code) fails under every mode."""
+    (honest) passes; the constant stub (its only wrong code) fails under every mode.
+    Kills: a hack that misses its channel on real problems, a stub that passes (e.g. always the default)."""
     ps = load_problem_set(env(write(tmp_path / "p.jsonl", rows[:3])), MIXED_MODES, tmp_path / "cache")
     assert all(C.n_wrong_variants(p) == 1 for p in ps.problems)  # no hand-written bug for real problems
     res = run_selfcheck(ps.problems, grader, modes=tuple(Mode))
