@@ -111,8 +111,9 @@ def data_lines(s: Setup, cfg: DictConfig) -> list[str]:
     from projected_grpo.tokens import prompt_format
 
     d = s.data
+    dropped = f": {', '.join(d.dropped)}" if d.dropped else ""
     lines = [f"problems: {len(d.problems)} of {d.n_rows} from {d.source} (split: {d.split_rule}); dropped "
-             f"{len(d.dropped)} failing canonical solutions{': ' + ', '.join(d.dropped) if d.dropped else ''}"]  # fmt: skip
+             + f"{len(d.dropped)} failing canonical solutions{dropped}"]  # fmt: skip
     for split, c in d.counts().items():
         modes = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "total")
         lines.append(f"  {split}: {c['total']} ({modes})")

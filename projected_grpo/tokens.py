@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-
 CHAT_OPTIONS = "_pg_chat_options"  # tokenizer attribute: extra chat-template arguments (set_chat_options)
 
 

@@ -184,7 +184,7 @@ def test_train_py_prints_one_line_and_exits_2_on_a_bad_file(tmp_path, rows):
     # kills: train.py without its DataError catch (a Hydra traceback instead of one line)
     path = write(tmp_path / "bad.jsonl", [rows[0], "not json"])
     r = subprocess.run([sys.executable, "train.py", f"env.source={path}", "trainer.steps=0",
-                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+                        f"hydra.run.dir={tmp_path / 'run'}"], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2, r.stderr[-2000:]
     err = r.stderr.strip().splitlines()
     assert "Traceback" not in r.stderr and err[-1].startswith(f"data error: {path}:2: the whole line: not valid JSON")
@@ -264,7 +264,7 @@ def test_two_step_run_on_a_written_jsonl(tmp_path):
     path = write(tmp_path / "mine.jsonl", [to_row(p) for p in embedded_problems()[:16]])
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, "train.py", f"env.source={path}", "trainer.steps=2", "trainer.max_new_tokens=16",
-                        "vhack.n_pairs=12", f"hydra.run.dir={run}"], cwd=REPO, capture_output=True, text=True,
+                        "vhack.n_pairs=12", f"hydra.run.dir={run}"], check=False, cwd=REPO, capture_output=True, text=True,
                        timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

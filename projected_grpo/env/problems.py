@@ -897,7 +897,7 @@ def load_problem_set(env_cfg, reward_modes: Sequence[Mode], cache_dir: Path | No
     from projected_grpo.env import leetcode
 
     frac = float(env_cfg.heldout_frac)
-    split_of = lambda pid: hash_split(pid, frac)  # noqa: E731
+    split_of = lambda pid: hash_split(pid, frac)
     if source.endswith(".jsonl") or Path(source).exists():
         path = Path(source).expanduser()
         if not path.is_file():
