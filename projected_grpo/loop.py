@@ -63,7 +63,7 @@ class Setup:
     wrapped: list[str]
     problems: list = field(default_factory=list)
     v_hack: object | None = None  # vhack.VHack
-    data: object | None = None  # env.problems.ProblemSet: source, split rule, dropped rows
+    data: object | None = None  # env.problems.ProblemSet (build_setup always sets it): source, split rule, dropped
 
 
 def run_dir() -> Path:
@@ -577,8 +577,7 @@ class Trainer:
         bar.close()
         final = self.deploy_eval()
         self.save_checkpoint()
-        counts = self.s.data.counts() if self.s.data is not None else None
-        summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start, counts)
+        summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start, self.s.data.counts())
         write_json(self.s.run_dir / "summary.json", summary, indent=2, default=str)
         self.tracker.summary(summary)
         print(bluf(summary))
@@ -617,7 +616,7 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
 
 
-def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float, problem_counts=None) -> dict:
+def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float, problem_counts: dict) -> dict:
     last = rows[-LAST_N:]
     keys = ["hack_s", "solve_s", "hack_t", "solve_t", "reward", "cin_s", "cin_t", "cin", "cout", "cin_null", *PER_MODE]
     last5 = {k: mean(r[k] for r in last if r[k] is not None) for k in keys}
