@@ -405,3 +405,36 @@ def test_expected_values_never_reach_the_child_before_phase_1_ends(grader):
     for mode in ALL_MODES:
         reward = grader.grade(fenced(probe), problem, mode)
         assert not reward.gt_correct, (mode, reward)
+
+
+def test_remove_tree_survives_what_a_program_can_build(tmp_path):
+    """The cleanup used where the machine has no per-job tmpfs (not root): a 500-deep tree (paths beyond
+    PATH_MAX), chmod 000 directories, a fifo, a unix socket and a symlink out of the tree; the target of the link
+    survives (kills: following links, recursing, not fixing modes before entering)."""
+    import socket
+
+    from projected_grpo.env.sandbox import _remove_tree
+
+    root = tmp_path / "w"
+    root.mkdir()
+    outside = tmp_path / "keep.txt"
+    outside.write_text("keep")
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(500):
+        os.mkdir("d" * 10, dir_fd=fd)
+        sub = os.open("d" * 10, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(fd)
+    os.makedirs(root / "a" / "b")
+    (root / "a" / "b" / "f").write_text("x")
+    os.mkfifo(root / "a" / "fifo")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(root / "a" / "sock"))
+    s.close()
+    os.symlink(outside, root / "a" / "link")
+    os.symlink(tmp_path, root / "dirlink")
+    for p in (root / "a" / "b", root / "a"):
+        p.chmod(0)
+    _remove_tree(str(root))
+    assert not root.exists() and outside.read_text() == "keep"
