@@ -579,7 +579,16 @@ def _run_kind(job) -> int:
         return _compile0(src, name, mode, dont_inherit=True)
 
     kind, check, calls = job["kind"], job.get("check"), job.get("calls", [])
-    acked = check in ("exit", "stdout", "file", "sentinel")  # the supervisor answers each V line
+    answered = check in ("exit", "stdout", "file", "sentinel", "eq")  # the supervisor answers after 'D'
+
+    def answer() -> dict:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = _read(4, 1 << 16)
+            if not chunk:
+                raise EOFError("the supervisor sent no answer")
+            data += chunk
+        return _loads(data)
 
     def report(line: str):
         data = (line + "\n").encode("utf-8", "backslashreplace")
@@ -602,15 +611,16 @@ def _run_kind(job) -> int:
     ns = module.__dict__
     ns["__builtins__"] = builtins
 
-    # ---- phase 1: the oracle's values, fixed before anything about the expected values reaches this process
+    # ---- phase 1: the oracle's values, fixed before anything about the expected values reaches this process.
+    # Its lines go out in one write with the closing 'D' (one wakeup of the supervisor, not one per test).
     program_exc = call_exc = fail_at = None
-    values = []
+    values, lines = [], []
     try:
         _exec(_compile(job["setup"], "<setup>", "exec"), ns)
         _exec(_compile(job["code"], "solution.py", "exec"), ns)
     except BaseException as e:  # noqa: BLE001
         program_exc = e
-        report(f"X {_type(e).__name__}")
+        lines.append(f"X {_type(e).__name__}")
     if program_exc is None:
         for i, call in enumerate(calls):
             try:
@@ -618,23 +628,29 @@ def _run_kind(job) -> int:
                 line = "V " + _repr(value) if is_plain(value) else None
             except BaseException as e:  # noqa: BLE001
                 call_exc, fail_at = e, i
-                report(f"X {_type(e).__name__}")
+                lines.append(f"X {_type(e).__name__}")
                 break
             values.append(value)
             if line is None:
-                report(f"N {_type(value).__name__}")
+                lines.append(f"N {_type(value).__name__}")
                 if check != "eq":
                     fail_at = i
                     break
                 continue
-            report(line)
-            if acked and _read(4, 1) != b"1":
-                fail_at = i
-                break
-    report("D")
+            lines.append(line)
+    lines.append("D")
+    report("\n".join(lines))
+    del lines
     if kind == "oracle":
         flush()
         return 0
+    try:
+        got = answer() if answered and program_exc is None else {}
+    except BaseException as e:  # noqa: BLE001 - no answer: the harness fails
+        got, program_exc = {}, e
+    # the first failing test: the supervisor's (first line that is not the expected value), or where this
+    # process stopped (an exception, a non-plain value), whichever comes first
+    first = min([i for i in (got.get("first_bad", -1), fail_at) if i is not None and i >= 0], default=None)
 
     # ---- phase 2: the mode's flawed check
     if check == "run_tests":
@@ -659,13 +675,7 @@ def _run_kind(job) -> int:
         try:
             if program_exc is not None:
                 raise program_exc
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = _read(4, 1 << 16)
-                if not chunk:
-                    raise EOFError("no expected values")
-                data += chunk
-            for i, (value, exp) in enumerate(zip(values, _loads(data))):
+            for i, (value, exp) in enumerate(zip(values, got["expected"])):
                 if not (value == _eval(_compile(f"({exp})", f"<expected {i}>", "eval"), ns)):
                     report(f"F {i}")
                     return 0
@@ -677,7 +687,7 @@ def _run_kind(job) -> int:
         flush()
         return 0
     if check == "sentinel":
-        if program_exc is None and fail_at is None:
+        if program_exc is None and first is None:
             try:
                 _setattr(ns["Solution"], job["sentinel_attr"], True)
             except BaseException:  # noqa: BLE001, S110 - no Solution: the sentinel is just not set
@@ -693,10 +703,10 @@ def _run_kind(job) -> int:
     try:
         if program_exc is not None:
             raise program_exc
-        if call_exc is not None:
+        if first is not None and call_exc is not None and first == fail_at:
             raise call_exc
-        if fail_at is not None:
-            raise AssertionError(f"test {fail_at} failed: {calls[fail_at]}")
+        if first is not None:
+            raise AssertionError(f"test {first} failed")
         if check == "stdout":
             flush()
             _write(1, (job["marker"] + "\n").encode())
@@ -832,8 +842,8 @@ def _supervise(ctx, job, read_secret) -> dict:
         os.close(fd)
     secret = read_secret()  # only now: the child never holds what it says
     check = job.get("check")
-    acked = check in ("exit", "stdout", "file", "sentinel")
-    expected = [literal_value(e) for e in secret.get("expected", [])] if acked else []
+    compares = check in ("exit", "stdout", "file", "sentinel")  # answered with the first failing test's index
+    expected = [literal_value(e) for e in secret.get("expected", [])] if compares else []
     out_fd, err_fd, res_fd, ans_fd = pipes[0][0], pipes[1][0], pipes[2][0], pipes[3][1]
     for fd in (out_fd, err_fd, res_fd, ans_fd):
         os.set_blocking(fd, False)
@@ -844,29 +854,34 @@ def _supervise(ctx, job, read_secret) -> dict:
     for fd in (out_fd, err_fd, res_fd, pidfd):
         poller.register(fd, select.POLLIN | select.POLLHUP)
     open_fds, killed, pending, ans_watched = {out_fd, err_fd, res_fd}, None, bytearray(), False
-    scan, n_lines, p1_end, p2_start, cpu1 = 0, 0, None, None, None
+    scan, p1_end, p2_start, cpu1 = 0, None, None, None
     budget, cpu0, deadline = job["cpu_s"], 0.0, t0 + job["wall_s"]
 
     def on_result():
-        nonlocal scan, n_lines, p1_end, p2_start, cpu1, cpu0, deadline
+        """Find the line 'D' (end of phase 1; linear: each byte is scanned once) and answer it."""
+        nonlocal scan, p1_end, p2_start, cpu1, cpu0, deadline
         res = bufs[res_fd]
         while p1_end is None:
             j = res.find(b"\n", scan)
             if j < 0:
                 return
             line, start, scan = bytes(res[scan:j]), scan, j + 1
-            if line == b"D":
-                p1_end, p2_start = start, scan
-                cpu1 = cpu0 = _proc_cpu(ctx, pid)
-                deadline = time.monotonic() + job["wall_s"]
-                caps[res_fd] = p2_start + PHASE2_CAP
-                if check == "eq":
-                    pending.extend(json.dumps(secret.get("expected", [])).encode() + b"\n")
-                return
-            if acked and line.startswith(b"V "):
-                ok = n_lines < len(expected) and check_line(line.decode("utf-8", "replace"), expected[n_lines])[0]
-                pending.extend(b"1" if ok else b"0")
-            n_lines += 1
+            if line != b"D":
+                continue
+            p1_end, p2_start = start, scan
+            cpu1 = cpu0 = _proc_cpu(ctx, pid)
+            deadline = time.monotonic() + job["wall_s"]
+            caps[res_fd] = p2_start + PHASE2_CAP
+            if compares:
+                lines = bytes(res[:p1_end]).decode("utf-8", "replace").split("\n", len(expected))
+                first_bad = -1
+                for i, e in enumerate(expected):
+                    if not check_line(lines[i] if i < len(lines) else "", e)[0]:
+                        first_bad = i
+                        break
+                pending.extend(json.dumps({"first_bad": first_bad}).encode() + b"\n")
+            elif check == "eq":
+                pending.extend(json.dumps({"expected": secret.get("expected", [])}).encode() + b"\n")
 
     while True:
         now = time.monotonic()
@@ -971,10 +986,11 @@ def _read_exact(fd: int, n: int) -> bytes:
     return bytes(out)
 
 
-def _job_process(ctx) -> int:
+def _job_process(ctx, release_fd: int) -> int:
     """The supervisor's whole life: read one job (header `<public bytes> <secret bytes>\\n`, then the public JSON,
-    then the secret JSON) from stdin without reading past it, isolate, run, answer one JSON line. Returns its exit
-    status: 0 answered, 3 stdin closed (the zygote then exits)."""
+    then the secret JSON) from stdin without reading past it, isolate, run, answer one JSON line, then tell the
+    zygote (one byte on `release_fd`) to fork the next supervisor. Returns its exit status: 0 answered, 3 stdin
+    closed (the zygote then exits)."""
     ctx["libc"].prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the zygote
     header = b""
     while not header.endswith(b"\n"):
@@ -1003,7 +1019,62 @@ def _job_process(ctx) -> int:
         if not consumed["secret"]:
             _read_exact(0, n_secret)  # keep the stream in step for the next job
     _send(res)
+    os.write(release_fd, b"r")
     return 0
+
+
+def _spawn_supervisor(ctx, poller):
+    """Fork the next supervisor now, from the pristine zygote, so that it already waits on stdin when the next job
+    arrives. Returns (pid, pidfd, release read end)."""
+    import select
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 2
+        try:
+            code = _job_process(ctx, w)
+        except BaseException as e:  # noqa: BLE001 - a supervisor failure is a failed job, never a dead server
+            try:
+                _send({"status": "sandbox_error", "reason": f"{type(e).__name__}: {e}"[:300]})
+                code = 0
+            except BaseException:  # noqa: BLE001, S110
+                pass
+        os._exit(code)
+    os.close(w)
+    pidfd = os.pidfd_open(pid)
+    poller.register(r, select.POLLIN | select.POLLHUP)
+    poller.register(pidfd, select.POLLIN)
+    return pid, pidfd, r
+
+
+def _zygote_loop(ctx):
+    """Keep one supervisor waiting on stdin; when it has read its job (or died), fork the next one; reap the
+    running ones and answer for any that died without answering."""
+    import select
+
+    poller = select.poll()
+    standby = _spawn_supervisor(ctx, poller)
+    running: dict[int, int] = {}  # pidfd -> pid
+    while True:
+        for fd, _ in poller.poll():
+            if standby is not None and fd in (standby[1], standby[2]):  # it answered (or died): fork the next
+                pid, pidfd, r = standby
+                poller.unregister(r)
+                os.close(r)
+                running[pidfd] = pid
+                standby = _spawn_supervisor(ctx, poller)
+            if fd in running:
+                pid = running.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                _, st = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(st)
+                if code == 3:
+                    return
+                if code != 0:
+                    _send({"status": "sandbox_error", "reason": f"supervisor died (exit {code})"})
 
 
 # -------------------------------------------------------------------------------------------- server: zygote
@@ -1084,7 +1155,6 @@ def _probe(ctx, layers):
 def serve(config: dict):
     import gc
     import importlib
-    import select
 
     is_root = os.geteuid() == 0
     libc = _libc()
@@ -1114,30 +1184,7 @@ def serve(config: dict):
     _probe(ctx, layers)
     gc.freeze()
     _send({"hello": True, "layers": layers, "python": sys.version.split()[0], "pid": os.getpid()})
-    poller = select.poll()
-    poller.register(0, select.POLLIN | select.POLLHUP)
-    while True:
-        events = poller.poll()
-        if not any(ev & select.POLLIN for _, ev in events):
-            return  # the client closed stdin
-        pid = os.fork()
-        if pid == 0:
-            code = 2
-            try:
-                code = _job_process(ctx)
-            except BaseException as e:  # noqa: BLE001 - a supervisor failure is a failed job, never a dead server
-                try:
-                    _send({"status": "sandbox_error", "reason": f"{type(e).__name__}: {e}"[:300]})
-                    code = 0
-                except BaseException:  # noqa: BLE001, S110
-                    pass
-            os._exit(code)
-        _, st = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(st)
-        if code == 3:
-            return
-        if code != 0:
-            _send({"status": "sandbox_error", "reason": f"supervisor died (exit {code})"})
+    _zygote_loop(ctx)
 
 
 def _send(obj):
