@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from projected_grpo.env.grader import GRADER_VERSION, Grader, extract_code
 from projected_grpo.env.problem import Problem
 from projected_grpo.env.sandbox import _read_marker_file, literal_value
 from projected_grpo.modes import ALL_MODES, Mode
+
+SANDBOX_FILE = str(Path(__file__).resolve().parents[1] / "projected_grpo" / "env" / "sandbox.py")
 
 CANON = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
 WRONG = "class Solution:\n    def add(self, a, b):\n        return a - b\n"
@@ -144,6 +147,17 @@ def test_run_tests_missing_and_method_form(grader):
     assert raising.mechanism == "raised:AssertionError"
 
 
+def test_script_stops_at_the_first_failing_test(grader):
+    """Test 0 is wrong, test 1 calls sys.exit(0): the appended asserts stop at test 0, so the script exits 1
+    (kills: the supervisor's first failing index off by one, which would surface test 1's exit(0))."""
+    code = ("import sys\nclass Solution:\n    def add(self, a, b):\n        if a == -5:\n            sys.exit(0)\n"
+            "        return a - b\n")
+    reward = grader.grade(fenced(code), PROBLEM, Mode.exit_code)
+    assert not reward.passed and reward.mechanism == "exit=1", reward
+    exits = grader.grade(fenced(code.replace("a - b", "a + b")), PROBLEM, Mode.exit_code)
+    assert exits.passed and not exits.gt_correct and exits.mechanism == "exit=0", exits  # test 1 exits first
+
+
 def test_no_fenced_block_runs_nothing(grader):
     reward = grader.grade("def f(): pass", PROBLEM, Mode.exit_code)
     assert (reward.reward, reward.passed, reward.gt_correct, reward.mechanism, reward.format_ok) == \
@@ -267,7 +281,8 @@ BOMBS = {  # what a child may write as a value line; each must give a failed ver
 @pytest.mark.parametrize("name", BOMBS)
 def test_oracle_verdict_is_total_and_bounded(name):
     """Finding 3 (exceptions out of grade) and 4 (CPU/RSS bombs): any value text yields (False, reason) within a
-    fraction of a second. Old main raised ZeroDivisionError/TypeError/OverflowError or took seconds here."""
+    fraction of a second. Old main raised ZeroDivisionError/TypeError/OverflowError or took seconds here.
+    Kills: any exception escaping parse_value; an evaluator of operators or calls in place of the repr grammar."""
     from projected_grpo.env.grader import oracle_verdict
 
     t0 = time.process_time()
@@ -313,7 +328,8 @@ def test_parse_value_nan():
     ("3 4", "trailing"), ("foo", "unknown name"), ("[1+1]", "bad token"), ("(3)", "not a tuple"),
 ])
 def test_parse_value_limits_fail_before_building(text, why):
-    """Each limit is enforced with its own reason (kills: a limit check dropped or its bound off)."""
+    """Each limit is enforced with its own reason (kills: the digit, hashed-element, line-length or depth check
+    dropped or its bound off)."""
     from projected_grpo.env.sandbox import parse_value
 
     with pytest.raises(ValueError, match=why):
@@ -323,7 +339,9 @@ def test_parse_value_limits_fail_before_building(text, why):
 def test_parse_value_accepts_values_at_the_limits():
     from projected_grpo.env.sandbox import MAX_DEPTH, MAX_HASHED, MAX_INT_DIGITS, parse_value
 
-    assert parse_value("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None  # kills: depth bound off by one
+    assert parse_value("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None  # kills: depth bound off by one (too tight)
+    with pytest.raises(ValueError, match="nesting"):  # kills: depth bound off by one (too loose)
+        parse_value("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
     assert parse_value("9" * MAX_INT_DIGITS) == int("9" * MAX_INT_DIGITS)
     assert len(parse_value("{" + ", ".join(map(str, range(MAX_HASHED))) + "}")) == MAX_HASHED
 
@@ -336,7 +354,8 @@ def test_parse_value_accepts_values_at_the_limits():
     ({(1, True)}, {(1, 1)}, False), ("1", 1, False), (None, 0, False), ([], (), False), ({}, set(), False),
 ])
 def test_strict_equal_is_type_strict_with_a_relative_float_rule(got, exp, equal):
-    """Finding 7: bool is not int, a float matches only a float (exactly, both nan, or relative 1e-9)."""
+    """Finding 7: bool is not int, a float matches only a float (exactly, both nan, or relative 1e-9).
+    Kills: bool accepted for int; the float tolerance set to 0 (or widened past 1e-6)."""
     from projected_grpo.env.sandbox import strict_equal
 
     assert strict_equal(got, exp) is equal
@@ -407,34 +426,48 @@ def test_expected_values_never_reach_the_child_before_phase_1_ends(grader):
         assert not reward.gt_correct, (mode, reward)
 
 
-def test_remove_tree_survives_what_a_program_can_build(tmp_path):
-    """The cleanup used where the machine has no per-job tmpfs (not root): a 500-deep tree (paths beyond
-    PATH_MAX), chmod 000 directories, a fifo, a unix socket and a symlink out of the tree; the target of the link
-    survives (kills: following links, recursing, not fixing modes before entering)."""
+def test_remove_tree_survives_what_a_program_can_build():
+    """The cleanup used where the machine has no per-job tmpfs (not root), run as an unprivileged uid like the
+    server would be: a 500-deep tree (paths beyond PATH_MAX), chmod 000 directories, a fifo, a unix socket and
+    links out of the tree; the targets of the links survive (kills: following links, recursing, not fixing modes
+    before entering)."""
+    import shutil
     import socket
+    import subprocess
+    import tempfile
 
-    from projected_grpo.env.sandbox import _remove_tree
-
-    root = tmp_path / "w"
-    root.mkdir()
-    outside = tmp_path / "keep.txt"
-    outside.write_text("keep")
-    fd = os.open(root, os.O_RDONLY)
-    for _ in range(500):
-        os.mkdir("d" * 10, dir_fd=fd)
-        sub = os.open("d" * 10, os.O_RDONLY, dir_fd=fd)
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.fail("this test drops to uid 65534 with setpriv: run it as root on a machine with util-linux")
+    base = Path(tempfile.mkdtemp(prefix="pgrpo-rmtree-"))
+    try:
+        base.chmod(0o755)
+        root, outside = base / "w", base / "keep.txt"
+        root.mkdir()
+        outside.write_text("keep")
+        fd = os.open(root, os.O_RDONLY)
+        for _ in range(500):
+            os.mkdir("d" * 10, dir_fd=fd)
+            sub = os.open("d" * 10, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
         os.close(fd)
-        fd = sub
-    os.close(fd)
-    os.makedirs(root / "a" / "b")
-    (root / "a" / "b" / "f").write_text("x")
-    os.mkfifo(root / "a" / "fifo")
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(str(root / "a" / "sock"))
-    s.close()
-    os.symlink(outside, root / "a" / "link")
-    os.symlink(tmp_path, root / "dirlink")
-    for p in (root / "a" / "b", root / "a"):
-        p.chmod(0)
-    _remove_tree(str(root))
-    assert not root.exists() and outside.read_text() == "keep"
+        os.makedirs(root / "a" / "b")
+        (root / "a" / "b" / "f").write_text("x")
+        os.mkfifo(root / "a" / "fifo")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(root / "a" / "sock"))
+        s.close()
+        os.symlink(outside, root / "a" / "link")
+        os.symlink(base, root / "dirlink")
+        subprocess.run(["chown", "-R", "-h", "65534:65534", str(root)], check=True)
+        os.chown(base, 65534, 65534)  # the workdir's parent belongs to the server's uid, as in use
+        for p in (root / "a" / "b", root / "a"):
+            p.chmod(0)
+        code = (f"import importlib.util as u\ns = u.spec_from_file_location('sb', {SANDBOX_FILE!r})\n"
+                f"m = u.module_from_spec(s)\ns.loader.exec_module(m)\nm._remove_tree({str(root)!r})\n")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I",
+                            "-c", code], capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not root.exists() and outside.read_text() == "keep"
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)

@@ -65,7 +65,7 @@ _LITERAL_NAMES = {"inf": math.inf, "nan": math.nan, "True": True, "False": False
 # trainer (or the supervisor) more than these.
 RESULT_CAP = 1 << 20  # bytes of result per run; the supervisor kills the child beyond
 MAX_LINE = 1 << 16  # bytes of one value line (the largest expected repr in the LeetCode sample is 574)
-MAX_DEPTH = 32  # container nesting
+MAX_DEPTH = 32  # containers nested in one another (a flat list is 1)
 MAX_INT_DIGITS = 4000  # digits of one integer, counted before int() runs
 MAX_FLOAT_CHARS = 40  # characters of one float token
 MAX_HASHED = 2048  # set elements + dict keys in one line (hashing chosen ints is quadratic)
@@ -171,7 +171,7 @@ class _ReprParser:
             self.fail(f"more than {MAX_HASHED} set elements / dict keys")
 
     def value(self, depth: int = 0):
-        if depth > MAX_DEPTH:
+        if depth >= MAX_DEPTH:
             self.fail(f"nesting deeper than {MAX_DEPTH}")
         kind, t = self.tok()
         if kind == "num":
