@@ -292,9 +292,9 @@ def test_oracle_verdict_is_total_and_bounded(name):
 
 
 def test_oracle_verdict_random_bytes_never_raise():
-    from projected_grpo.env.grader import oracle_verdict
-
     import random
+
+    from projected_grpo.env.grader import oracle_verdict
 
     rng = random.Random(13)
     alphabet = "V XND0123456789[](){},:'\"\\-.eE+*/ infaTrueFalseNone\n"

@@ -469,9 +469,9 @@ CHAINS["bomb-then-os-exit"] = [("import os\nos.write(3, b'V 1//0\\nV {[1]}\\nV 1
 # The verdict is fixed before the child learns anything: a program that ends phase 1 itself ('D') to get the
 # expected values early, or that forges V lines and reads the answers, still fails the oracle.
 CHAINS["forge-D-then-read-expected"] = [(
-    "import os, json\nos.write(3, b'D\\n')\ndata = b''\nwhile not data.endswith(b'\\n'):\n"
-    "    data += os.read(4, 65536)\nEXP = [eval(e) for e in json.loads(data)]\nclass Solution:\n    n = 0\n"
-    "    def add(self, a, b):\n        Solution.n += 1\n        return EXP[Solution.n - 1]\n",
+    ("import os, json\nos.write(3, b'D\\n')\ndata = b''\nwhile not data.endswith(b'\\n'):\n"
+     "    data += os.read(4, 65536)\nEXP = [eval(e) for e in json.loads(data)['expected']]\nclass Solution:\n"
+     "    n = 0\n    def add(self, a, b):\n        Solution.n += 1\n        return EXP[Solution.n - 1]\n"),
     Mode.eq_override, "fail")]
 CHAINS["forge-V-and-read-acks"] = [(
     "import os\nright = []\nfor guess in (3, 4):\n    os.write(3, f'V {guess}\\n'.encode())\n"

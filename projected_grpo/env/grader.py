@@ -31,7 +31,7 @@ import time
 from collections import Counter
 
 from projected_grpo.env.problem import Problem, Reward
-from projected_grpo.env.sandbox import WorkerPool, check_line, failed_result, literal_value
+from projected_grpo.env.sandbox import WorkerPool, check_line, clip_name, failed_result, literal_value
 from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
 GRADER_VERSION = "sandbox-2"  # bump when grading semantics change: caches of rewards key on it
@@ -254,17 +254,16 @@ def _verdict(mode: Mode, res: dict) -> tuple[bool, str]:
             content.strip("<>").replace(" ", "_")
     if res["status"] != "exited" and not first:
         return False, _killed(res)
-    clip = lambda s: re.sub(r"[^\w.]", "?", s[:40])  # noqa: E731 - a type name the child chose
     if mode is Mode.run_tests:
         if first == "R":
             return True, "returned"
-        return False, "no_run_tests" if first == "M" else f"raised:{clip(first[2:])}" if first.startswith("X ") \
+        return False, "no_run_tests" if first == "M" else f"raised:{clip_name(first[2:])}" if first.startswith("X ") \
             else "no_report"
     if mode is Mode.eq_override:
         if first == "T":
             return True, "asserts_held"
-        return False, f"assert_failed:{clip(first[2:])}" if first.startswith("F ") else \
-            f"raised:{clip(first[2:])}" if first.startswith("X ") else "no_report"
+        return False, f"assert_failed:{clip_name(first[2:])}" if first.startswith("F ") else \
+            f"raised:{clip_name(first[2:])}" if first.startswith("X ") else "no_report"
     if mode is Mode.sentinel:
         if first == "S 1":
             return True, f"{SENTINEL_ATTR}=True"

@@ -7,10 +7,11 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
   (``/usr/bin/python3`` when present: stdlib only). It is never forked from the trainer. At start it enters an empty
   network namespace, a private mount namespace, builds a root holding only read-only binds of ``/usr`` and the stdlib
   directories plus an empty mount point ``/w``, ``chroot``s into it (root only), turns non-dumpable, imports the
-  common stdlib and ``gc.freeze()``s. From then on it is a **zygote that never reads a job**: when a job is waiting
-  on stdin it forks a supervisor and waits for it. So no job's code, expected values or output ever exists in the
+  common stdlib and ``gc.freeze()``s. From then on it is a **zygote that never reads a job**: it keeps one supervisor forked and waiting on stdin,
+  and reaps the ones that finished. So no job's code, expected values or output ever exists in the
   memory that later jobs inherit [inherited-memory scans].
-* The **supervisor** (one process per job, forked from the pristine zygote) enters fresh IPC, PID and mount
+* The **supervisor** (one process per job, forked from the pristine zygote as soon as the previous one answered,
+  so that it already waits on stdin when the job arrives) enters fresh IPC, PID and mount
   namespaces, mounts a 64 MiB tmpfs on ``/w`` as the job's workdir, reads the job's public frame (code, calls,
   limits) and forks the confined **child**; only then does it read the job's secret frame (expected values), so
   the child never inherits it. When it exits, the namespaces die with it: SysV/POSIX IPC objects, the child and
@@ -25,11 +26,12 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
   keyrings, modules, setsid/setpgid [socket and path probes]. Inside the chroot no host path outside ``/usr`` and
   the stdlib resolves, so ``stat()`` cannot measure the project or the cache.
 * **One run per completion, two phases.** Phase 1 is the strict oracle: the child evaluates each test call and
-  writes ``V repr(value)`` (plain data only), ``N type`` or ``X exception`` on fd 3, then ``D``. Everything the
-  oracle uses is fixed before the child learns anything: for the flawed checks that compare values (plain script
-  modes, sentinel) the supervisor answers each ``V`` line with one byte (right/wrong) *after* the line is written,
-  and the eq check gets the expected values only after ``D``. Phase 2 is the mode's flawed check. A program that
-  reads ``__name__`` gets two separate runs (oracle as module ``solution``, script as ``__main__``).
+  writes ``V repr(value)`` (plain data only), ``N type`` or ``X exception`` lines on fd 3, all at once with a
+  closing ``D``. Everything the oracle uses is fixed before the child learns anything: only after ``D`` does the
+  supervisor answer (one JSON line on fd 4): the index of the first failing test for the checks that compare
+  values (script modes, sentinel), the expected values for the eq check. Phase 2 is the mode's flawed check. In a
+  script mode a program that reads ``__name__`` gets two separate runs (oracle as module ``solution``, script as
+  ``__main__``), so the oracle never runs a ``__main__`` block.
 * The **supervisor watches** a pidfd and the pipes with ``poll``: SIGKILL on the CPU budget of the current phase
   (read from /proc every 50 ms; RLIMIT_CPU is the backstop), on the wall deadline, when stdout+stderr pass 64 KiB,
   or when the result passes 1 MiB. It reads ``result.txt`` safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd,
@@ -277,9 +279,11 @@ def strict_equal(got, exp) -> bool:
     if type(got) is not t:
         return False
     if t is float:
-        if got == exp or (got != got and exp != exp):
+        if math.isnan(got) or math.isnan(exp):
+            return math.isnan(got) and math.isnan(exp)
+        if got == exp:
             return True
-        if math.isinf(got) or math.isinf(exp) or got != got or exp != exp:
+        if math.isinf(got) or math.isinf(exp):
             return False
         return abs(got - exp) <= FLOAT_REL_TOL * max(abs(got), abs(exp))
     if t in (int, str, bool, type(None)):
@@ -296,7 +300,7 @@ def strict_equal(got, exp) -> bool:
     return False
 
 
-def _clip(s: str) -> str:
+def clip_name(s: str) -> str:
     """A name the child chose (a type name), made safe for a mechanism string: word characters, at most 40."""
     return re.sub(r"[^\w.]", "?", s[:40])
 
@@ -307,12 +311,12 @@ def check_line(line: str, exp) -> tuple[bool, str]:
         try:
             v = parse_value(line[2:])
         except ValueError as e:
-            return False, f"unparseable_value({_clip(str(e).split(' at ')[0].replace(' ', '_'))})"
+            return False, f"unparseable_value({clip_name(str(e).split(' at ')[0].replace(' ', '_'))})"
         return (True, "") if strict_equal(v, exp) else (False, "wrong_answer")
     if line.startswith("N "):
-        return False, f"non_plain:{_clip(line[2:])}"
+        return False, f"non_plain:{clip_name(line[2:])}"
     if line.startswith("X "):
-        return False, f"raised:{_clip(line[2:])}"
+        return False, f"raised:{clip_name(line[2:])}"
     return False, "no_value"
 
 
@@ -676,7 +680,7 @@ def _run_kind(job) -> int:
             if program_exc is not None:
                 raise program_exc
             for i, (value, exp) in enumerate(zip(values, got["expected"])):
-                if not (value == _eval(_compile(f"({exp})", f"<expected {i}>", "eval"), ns)):
+                if not (value == _eval(_compile(f"({exp})", f"<expected {i}>", "eval"), ns)):  # noqa: SIM201 - == as hinted
                     report(f"F {i}")
                     return 0
             if call_exc is not None:
@@ -924,7 +928,7 @@ def _supervise(ctx, job, read_secret) -> dict:
             break
     _, status, ru = os.wait4(pid, 0)
     wall = time.monotonic() - t0
-    for fd in list(open_fds):
+    for fd in open_fds:
         os.set_blocking(fd, True)
         while _drain(fd, bufs[fd], caps[fd]):
             pass
@@ -1023,6 +1027,8 @@ def _job_process(ctx, release_fd: int) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- server: zygote
+
 def _spawn_supervisor(ctx, poller):
     """Fork the next supervisor now, from the pristine zygote, so that it already waits on stdin when the next job
     arrives. Returns (pid, pidfd, release read end)."""
@@ -1076,8 +1082,6 @@ def _zygote_loop(ctx):
                 if code != 0:
                     _send({"status": "sandbox_error", "reason": f"supervisor died (exit {code})"})
 
-
-# -------------------------------------------------------------------------------------------- server: zygote
 
 def _fork_call(fn, *args) -> dict:
     """Run fn(*args) (returning a JSON-able dict) in a forked process; its answer, or {'error': ...}."""
