@@ -7,9 +7,9 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
   (``/usr/bin/python3`` when present: stdlib only). It is never forked from the trainer. At start it enters an empty
   network namespace, a private mount namespace, builds a root holding only read-only binds of ``/usr`` and the stdlib
   directories plus an empty mount point ``/w``, ``chroot``s into it (root only), turns non-dumpable, imports the
-  common stdlib and ``gc.freeze()``s. From then on it is a **zygote that never reads a job**: it keeps one supervisor forked and waiting on stdin,
-  and reaps the ones that finished. So no job's code, expected values or output ever exists in the
-  memory that later jobs inherit [inherited-memory scans].
+  common stdlib and ``gc.freeze()``s. From then on it is a **zygote that never reads a job**: it keeps one
+  supervisor forked and waiting on stdin, and reaps the ones that finished. So no job's code, expected values or
+  output ever exists in the memory that later jobs inherit [inherited-memory scans].
 * The **supervisor** (one process per job, forked from the pristine zygote as soon as the previous one answered,
   so that it already waits on stdin when the job arrives) enters fresh IPC, PID and mount
   namespaces, mounts a 64 MiB tmpfs on ``/w`` as the job's workdir, reads the job's public frame (code, calls,
