@@ -201,6 +201,15 @@ def test_worker_dying_mid_job_fails_that_job_only(grader):
     assert _orphans() == []
 
 
+def test_close_leaves_no_server_root_behind():
+    """Kills: Worker.stop not removing the server's root (it retries while supervisors, which hold a copy of the
+    mount, are still exiting)."""
+    with Grader(n_workers=2, time_floor_s=1.0) as g:
+        g.grade(fenced(CANON), PROBLEM, Mode.exit_code)
+        roots = [w.root for w in g.pool.workers]
+    assert roots and not any(os.path.exists(r) for r in roots), roots
+
+
 def _orphans() -> list[str]:
     """Sandbox-uid processes whose server is gone (reparented to init)."""
     found = []

@@ -1304,7 +1304,19 @@ class Worker:
                     pass
             self.proc = None
         if self.root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            # The root is a mount point in the server's namespaces, and in each supervisor's copy of them: rmdir
+            # fails (EBUSY) until the supervisors, killed with the zygote (PR_SET_PDEATHSIG), have exited.
+            import time
+
+            for _ in range(250):
+                shutil.rmtree(self.root, ignore_errors=True)
+                if not os.path.exists(self.root):
+                    break
+                time.sleep(0.02)
+            else:
+                import logging
+
+                logging.getLogger(__name__).warning("sandbox server %s: could not remove %s", self.slot, self.root)
             self.root = None
 
 
