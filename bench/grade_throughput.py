@@ -1,4 +1,4 @@
-"""Grading throughput: the project's Grader (fork-servers, all isolation layers, oracle + loophole run per
+"""Grading throughput: the project's Grader (fork-servers, all isolation layers, one two-phase run per
 completion) against a naive grader (one fresh `python -c` per completion running solution + asserts), on the same
 batch, side by side.
 
@@ -110,7 +110,7 @@ def main():
                         f"{prefix}naive_cpu_ms": round(naive["cpu_ms"], 2),
                         f"{prefix}project_correct": project["correct"], f"{prefix}naive_correct": naive["correct"],
                         f"{prefix}n": project["n"]})
-    out["note"] = ("project = 2 sandboxed runs per completion (oracle + exit_code loophole); naive = 1 unsandboxed "
+    out["note"] = ("project = 1 sandboxed run per completion (phase 1 oracle, phase 2 exit_code loophole); naive = 1 unsandboxed "
                    "interpreter per completion running the asserts")
     print(json.dumps(out))
 

@@ -436,6 +436,7 @@ class Trainer:
             "basis_overlap": self.basis_overlap,
             "v_axes": sum(V.shape[0] for V in self.v.values()),
             "lr": lr,
+            "grade_errors": self.grader.take_grade_errors(),
             **proj,
             **timing,
             **(self.route2.metrics() if self.route2 is not None else {}),

@@ -24,6 +24,9 @@ STEP_METRICS = [
     "frac_flagged", "frac_flagged_s", "frac_flagged_t", "frac_flagged_hack", "frac_flagged_clean",
     "quarantine_norm", "mask_overlap",
     "sec_generation", "sec_grading", "sec_backward", "sec_projection", "sec_step",
+    # grader-side failures since the previous row, {reason: count} ({} when none): those completions were graded
+    # failed (a dead sandbox server, a supervisor error, a verdict bug), never because of what they did
+    "grade_errors",
 ]  # fmt: skip
 PER_MODE = [f"{m}_{spec.code}" for spec in MODES.values() for m in ("hack_s", "solve_s")]
 TIMING = [k for k in STEP_METRICS if k.startswith("sec_")]

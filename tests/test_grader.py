@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from projected_grpo.env.grader import GRADER_VERSION, Grader, extract_code
 from projected_grpo.env.problem import Problem
 from projected_grpo.env.sandbox import _read_marker_file, literal_value
 from projected_grpo.modes import ALL_MODES, Mode
+
+SANDBOX_FILE = str(Path(__file__).resolve().parents[1] / "projected_grpo" / "env" / "sandbox.py")
 
 CANON = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
 WRONG = "class Solution:\n    def add(self, a, b):\n        return a - b\n"
@@ -144,6 +147,17 @@ def test_run_tests_missing_and_method_form(grader):
     assert raising.mechanism == "raised:AssertionError"
 
 
+def test_script_stops_at_the_first_failing_test(grader):
+    """Test 0 is wrong, test 1 calls sys.exit(0): the appended asserts stop at test 0, so the script exits 1
+    (kills: the supervisor's first failing index off by one, which would surface test 1's exit(0))."""
+    code = ("import sys\nclass Solution:\n    def add(self, a, b):\n        if a == -5:\n            sys.exit(0)\n"
+            "        return a - b\n")
+    reward = grader.grade(fenced(code), PROBLEM, Mode.exit_code)
+    assert not reward.passed and reward.mechanism == "exit=1", reward
+    exits = grader.grade(fenced(code.replace("a - b", "a + b")), PROBLEM, Mode.exit_code)
+    assert exits.passed and not exits.gt_correct and exits.mechanism == "exit=0", exits  # test 1 exits first
+
+
 def test_no_fenced_block_runs_nothing(grader):
     reward = grader.grade("def f(): pass", PROBLEM, Mode.exit_code)
     assert (reward.reward, reward.passed, reward.gt_correct, reward.mechanism, reward.format_ok) == \
@@ -180,11 +194,20 @@ def test_worker_dying_mid_job_fails_that_job_only(grader):
             os.kill(w.proc.pid, 9)
     t.join(30)
     assert not t.is_alive() and not out["r"].passed and not out["r"].gt_correct
-    assert out["r"].mechanism in ("worker_died", "timeout"), out["r"]
+    assert out["r"].mechanism in ("grade_error:worker_died", "timeout"), out["r"]
     reward = grader.grade(fenced(CANON), PROBLEM, Mode.exit_code)
     assert reward.passed and reward.gt_correct
     time.sleep(0.2)  # the orphaned sleeper dies with its server (PR_SET_PDEATHSIG)
     assert _orphans() == []
+
+
+def test_close_leaves_no_server_root_behind():
+    """Kills: Worker.stop not removing the server's root (it retries while supervisors, which hold a copy of the
+    mount, are still exiting)."""
+    with Grader(n_workers=2, time_floor_s=1.0) as g:
+        g.grade(fenced(CANON), PROBLEM, Mode.exit_code)
+        roots = [w.root for w in g.pool.workers]
+    assert roots and not any(os.path.exists(r) for r in roots), roots
 
 
 def _orphans() -> list[str]:
@@ -248,3 +271,212 @@ def test_slow_but_correct_solution_is_not_failed():
         hang = g.grade(fenced(LOOP.format(n=10**10)), problem, Mode.exit_code)
         assert not hang.passed and hang.mechanism == "timeout", hang
         assert g.cpu_limit(problem) == limit  # measured once
+
+
+# --------------------------------------------------------------------------- the result channel (issue 13)
+# Imports are local so that these tests can be run against an older grader to show what it did.
+
+BOMBS = {  # what a child may write as a value line; each must give a failed verdict, fast, never an exception
+    "zero-div": "1//0", "unhashable-set": "{[1]}", "float-overflow": "1e300**2", "call": "__import__('os')",
+    "nested-pow": "(" * 3 + "9" + "**256)" * 3, "deep-nesting": "[" * 100000 + "]" * 100000,
+    "huge-int": "1" + "0" * 60000, "long-float": "1." + "1" * 5000, "multi-mib-list": "[" + "1, " * (1 << 20) + "]",
+    "hash-collisions": "{" + ", ".join(str(k * (2**61 - 1)) for k in range(1, 3001)) + "}",
+    "non-utf8-replaced": "\ufffd\ufffd" * (1 << 20), "unterminated-str": "'" + "a" * 60000,
+    "escape-names": "'\\N{BOGUS NAME}'", "bytes": "b'3'", "nul": "\x00", "empty": "", "lone-minus": "-",
+    "paren-not-tuple": "(3)", "trailing": "3 3", "dict-missing-value": "{1:}", "set-call-arg": "set([1])",
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_oracle_verdict_is_total_and_bounded(name):
+    """Finding 3 (exceptions out of grade) and 4 (CPU/RSS bombs): any value text yields (False, reason) within a
+    fraction of a second. Old main raised ZeroDivisionError/TypeError/OverflowError or took seconds here.
+    Kills: any exception escaping parse_value; an evaluator of operators or calls in place of the repr grammar."""
+    from projected_grpo.env.grader import oracle_verdict
+
+    t0 = time.process_time()
+    ok, mech = oracle_verdict({"result": "V " + BOMBS[name] + "\nV 0\nV 30\n", "status": "exited", "code": 0}, [3, 0, 30])
+    assert not ok and mech, mech
+    assert time.process_time() - t0 < 0.5, f"{name}: {time.process_time() - t0:.2f}s of CPU"
+
+
+def test_oracle_verdict_random_bytes_never_raise():
+    import random
+
+    from projected_grpo.env.grader import oracle_verdict
+
+    rng = random.Random(13)
+    alphabet = "V XND0123456789[](){},:'\"\\-.eE+*/ infaTrueFalseNone\n"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        oracle_verdict({"result": text, "status": "exited", "code": 0}, [3, [0, 1], {"a": (1.5, None)}])
+
+
+PLAIN_VALUES = [0, -7, 10**50, 1.5, -0.0, 1e-05, 1e300, math.inf, -math.inf, True, False, None, "", "a'b\"c\\n\t\x00é☃",
+                [], [1, [2, [3]]], (), (1,), (1, "x", None), {}, {1: "a", "b": [1.5]}, {(1, 2): frozenset({3})}, set(),
+                {1, 2, 3}, frozenset(), frozenset({"x"}), [{"k": ({1}, (2,))}]]
+
+
+@pytest.mark.parametrize("value", PLAIN_VALUES, ids=repr)
+def test_parse_value_round_trips_repr(value):
+    from projected_grpo.env.sandbox import parse_value, strict_equal
+
+    got = parse_value(repr(value))
+    assert strict_equal(got, value) and type(got) is type(value), (got, value)  # kills: a container type swapped
+
+
+def test_parse_value_nan():
+    from projected_grpo.env.sandbox import parse_value, strict_equal
+
+    assert math.isnan(parse_value("nan")) and strict_equal(parse_value("[nan]"), [math.nan])
+
+
+@pytest.mark.parametrize("text,why", [
+    ("[" * 40 + "]" * 40, "nesting"), ("1" * 4001, "digits"), ("1." + "5" * 50, "float token"),
+    ("{" + ", ".join(map(str, range(2100))) + "}", "set elements"), ("x" * (1 << 17), "value line"),
+    ("3 4", "trailing"), ("foo", "unknown name"), ("[1+1]", "bad token"), ("(3)", "not a tuple"),
+])
+def test_parse_value_limits_fail_before_building(text, why):
+    """Each limit is enforced with its own reason (kills: the digit, hashed-element, line-length or depth check
+    dropped or its bound off)."""
+    from projected_grpo.env.sandbox import parse_value
+
+    with pytest.raises(ValueError, match=why):
+        parse_value(text)
+
+
+def test_parse_value_accepts_values_at_the_limits():
+    from projected_grpo.env.sandbox import MAX_DEPTH, MAX_HASHED, MAX_INT_DIGITS, parse_value
+
+    assert parse_value("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None  # kills: depth bound off by one (too tight)
+    with pytest.raises(ValueError, match="nesting"):  # kills: depth bound off by one (too loose)
+        parse_value("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    assert parse_value("9" * MAX_INT_DIGITS) == int("9" * MAX_INT_DIGITS)
+    assert len(parse_value("{" + ", ".join(map(str, range(MAX_HASHED))) + "}")) == MAX_HASHED
+
+
+@pytest.mark.parametrize("got,exp,equal", [
+    (True, 1, False), (1, True, False), (0.0, 0, False), (3, 3.0, False), ([0.0, True], [0, 1], False),
+    ((1, 2), [1, 2], False), ({1}, {True}, False), ({1: "a"}, {True: "a"}, False), (frozenset({1}), {1}, False),
+    (1.0 + 1e-12, 1.0, True), (1.0 + 1e-6, 1.0, False), (math.nan, math.nan, True), (math.inf, math.inf, True),
+    (math.inf, -math.inf, False), (1e308, math.inf, False), ([1, (2, 3)], [1, (2, 3)], True), ({"a": [1.5]}, {"a": [1.5]}, True),
+    ({(1, True)}, {(1, 1)}, False), ("1", 1, False), (None, 0, False), ([], (), False), ({}, set(), False),
+])
+def test_strict_equal_is_type_strict_with_a_relative_float_rule(got, exp, equal):
+    """Finding 7: bool is not int, a float matches only a float (exactly, both nan, or relative 1e-9).
+    Kills: bool accepted for int; the float tolerance set to 0 (or widened past 1e-6)."""
+    from projected_grpo.env.sandbox import strict_equal
+
+    assert strict_equal(got, exp) is equal
+
+
+def test_type_confused_answers_fail_the_oracle(grader):
+    """Finding 7 end to end: [0.0, True] for an expected [0, 1] (old main accepted it)."""
+    problem = Problem(id="grader-pair", method="pair", signature="def pair(self):", description="",
+                      canonical="class Solution:\n    def pair(self):\n        return [0, 1]\n",
+                      tests=(("Solution().pair()", "[0, 1]"),))
+    for body, want in (("return [0, 1]", True), ("return [0.0, True]", False), ("return (0, 1)", False),
+                       ("return [False, 1]", False)):
+        ok, mech, _ = grader.oracle(f"class Solution:\n    def pair(self):\n        {body}\n", problem)
+        assert ok is want, (body, mech)
+
+
+# ------------------------------------------------------------------------------- grade errors (issue 13)
+
+def test_a_verdict_bug_is_a_counted_grade_error_logged_once(grader, monkeypatch, caplog):
+    """Item 5: any grader-side failure is a failed grading with a reason, counted per reason, logged once."""
+    import projected_grpo.env.grader as g
+
+    grader.take_grade_errors()
+
+    def broken(mode, res):
+        raise RuntimeError("bug in a verdict")
+
+    monkeypatch.setattr(g, "_verdict", broken)
+    with caplog.at_level("WARNING", logger="projected_grpo.env.grader"):
+        rewards = grader.grade_batch([(fenced(CANON), PROBLEM, Mode.exit_code)] * 3)
+        grader.grade(fenced(CANON), PROBLEM, Mode.sentinel)
+    assert all(not r.passed and not r.gt_correct and r.reward == 0.25 for r in rewards), rewards
+    assert rewards[0].mechanism == "grade_error:verdict:RuntimeError"
+    assert grader.take_grade_errors() == {"verdict:RuntimeError": 4}  # kills: the counter not incremented
+    assert grader.take_grade_errors() == {}  # kills: counts not reset after being taken
+    assert sum("verdict:RuntimeError" in r.getMessage() for r in caplog.records) == 1  # kills: logged every time
+
+
+def test_dead_server_is_a_counted_grade_error(grader):
+    grader.cpu_limit(PROBLEM)
+    grader.take_grade_errors()
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=grader.grade(fenced("import time\ntime.sleep(100)\n" + CANON),
+                                                                   PROBLEM, Mode.exit_code)))
+    t.start()
+    time.sleep(0.5)
+    for w in grader.pool.workers:
+        if w.proc is not None:
+            os.kill(w.proc.pid, 9)
+    t.join(30)
+    assert out["r"].mechanism == "grade_error:worker_died", out["r"]
+    assert grader.take_grade_errors() == {"worker_died": 1}
+    assert grader.grade(fenced(CANON), PROBLEM, Mode.exit_code).gt_correct
+
+
+def test_expected_values_never_reach_the_child_before_phase_1_ends(grader):
+    """Item 1 as a direct probe: a program that searches its own memory and fds for the expected values at
+    import time and during the calls finds nothing (the eq check gets them only after 'D', by design)."""
+    problem = Problem(id="grader-probe", method="f", signature="", description="",
+                      canonical="class Solution:\n    def f(self):\n        return 'qv-needle-8812'\n",
+                      tests=(("Solution().f()", "'qv-needle-8812'"),))
+    probe = ("import gc, re\nPAT = re.compile('qv-needle-[0-9]{4}')\n"
+             "def find():\n    for o in gc.get_objects():\n        if isinstance(o, str) and PAT.fullmatch(o):\n"
+             "            return o\n    return 'clean'\nFOUND = find()\n"
+             "class Solution:\n    def f(self):\n        return FOUND if FOUND != 'clean' else find()\n")
+    for mode in ALL_MODES:
+        reward = grader.grade(fenced(probe), problem, mode)
+        assert not reward.gt_correct, (mode, reward)
+
+
+def test_remove_tree_survives_what_a_program_can_build():
+    """The cleanup used where the machine has no per-job tmpfs (not root), run as an unprivileged uid like the
+    server would be: a 500-deep tree (paths beyond PATH_MAX), chmod 000 directories, a fifo, a unix socket and
+    links out of the tree; the targets of the links survive (kills: following links, recursing, not fixing modes
+    before entering)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.fail("this test drops to uid 65534 with setpriv: run it as root on a machine with util-linux")
+    base = Path(tempfile.mkdtemp(prefix="pgrpo-rmtree-"))
+    try:
+        base.chmod(0o755)
+        root, outside = base / "w", base / "keep.txt"
+        root.mkdir()
+        outside.write_text("keep")
+        fd = os.open(root, os.O_RDONLY)
+        for _ in range(500):
+            os.mkdir("d" * 10, dir_fd=fd)
+            sub = os.open("d" * 10, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(fd)
+        os.makedirs(root / "a" / "b")
+        (root / "a" / "b" / "f").write_text("x")
+        os.mkfifo(root / "a" / "fifo")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(root / "a" / "sock"))
+        s.close()
+        os.symlink(outside, root / "a" / "link")
+        os.symlink(base, root / "dirlink")
+        subprocess.run(["chown", "-R", "-h", "65534:65534", str(root)], check=True)
+        os.chown(base, 65534, 65534)  # the workdir's parent belongs to the server's uid, as in use
+        for p in (root / "a" / "b", root / "a"):
+            p.chmod(0)
+        code = (f"import importlib.util as u\ns = u.spec_from_file_location('sb', {SANDBOX_FILE!r})\n"
+                f"m = u.module_from_spec(s)\ns.loader.exec_module(m)\nm._remove_tree({str(root)!r})\n")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I",
+                            "-c", code], capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not root.exists() and outside.read_text() == "keep"
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)

@@ -80,6 +80,18 @@ def test_oracle_verdicts_do_not_change_gradients(trainer):
     assert all(torch.equal(g1[n], g2[n]) for n in g1)
 
 
+def test_grade_errors_reach_the_metrics_row(trainer):
+    """Issue 13 item 5: the row carries the grader-side failures since the previous row, per reason
+    (kills: metrics_row not reading them, or reading them without taking them)."""
+    rollouts = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    b = trainer.backward(rollouts)
+    trainer.grader.take_grade_errors()
+    for _ in range(2):
+        trainer.grader._grade_error("worker_died", "injected by the test")
+    assert trainer.metrics_row(rollouts, b, {}, 1e-3, {})["grade_errors"] == {"worker_died": 2}
+    assert trainer.metrics_row(rollouts, b, {}, 1e-3, {})["grade_errors"] == {}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Through the CLI
 

@@ -1,33 +1,52 @@
-"""Run untrusted model code: a pre-warmed fork-server per grading core, and its client.
+"""Run untrusted model code: a pristine fork-server per grading core, a supervisor per job, and their client.
 
-Design (facts and measurements behind it: shared/notes/grader.md):
+Design (facts and measurements behind it: shared/notes/grader.md). Each point is a guarantee; the test that proves
+it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
 
-* The **server** is this very file, started as ``python -I -S sandbox.py <config>`` with ``env={}`` and
-  ``cwd=/`` (``/usr/bin/python3`` when present: stdlib only, readable after the uid drop). It is never forked
-  from the trainer, so the trainer's memory, CUDA state and secrets are never inherited. At start it enters an
-  empty network namespace (``CLONE_NEWNET``; ``CLONE_NEWUSER|CLONE_NEWNET`` without root), a private mount
-  namespace with a 64 MiB tmpfs as its work root (root only), turns itself non-dumpable, imports the common stdlib
-  and ``gc.freeze()``s. It then serves one JSON job per line on stdin and answers one JSON line on stdout.
-* **Per job it forks** (about 1 ms). The child: ``setsid``; fds 0=/dev/null, 1/2 = pipes, 3 = result pipe, all
-  others closed; rlimits AS 1 GiB, CPU limit+1 s, FSIZE 1 MiB, NOFILE 64, CORE 0; ``chdir`` to a fresh 0700 workdir;
-  uid drop to a per-slot uid (root only, then NPROC 16); Landlock (read-only beneath the stdlib and the shared
-  libraries, full access beneath the workdir, no TCP, signals and abstract sockets scoped); seccomp (raw classic BPF,
-  x86_64 and aarch64) denying fork/vfork/clone, clone3 (ENOSYS), exec, sockets other than AF_UNIX, kill/tkill/tgkill,
-  ptrace, process_vm_*, mount/unshare/setns/chroot, (sym)link, mknod, io_uring, bpf, perf, userfaultfd, keyrings,
-  modules, setsid/setpgid. Then it runs the job and always leaves through ``os._exit``.
-* The **server watches** a pidfd and the pipes with ``poll``: SIGKILL to the child's process group on the CPU limit
+* The **server** is this very file, started as ``python -I -S sandbox.py <config>`` with ``env={}`` and ``cwd=/``
+  (``/usr/bin/python3`` when present: stdlib only). It is never forked from the trainer. At start it enters an empty
+  network namespace, a private mount namespace, builds a root holding only read-only binds of ``/usr`` and the stdlib
+  directories plus an empty mount point ``/w``, ``chroot``s into it (root only), turns non-dumpable, imports the
+  common stdlib and ``gc.freeze()``s. From then on it is a **zygote that never reads a job**: it keeps one
+  supervisor forked and waiting on stdin, and reaps the ones that finished. So no job's code, expected values or
+  output ever exists in the memory that later jobs inherit [inherited-memory scans].
+* The **supervisor** (one process per job, forked from the pristine zygote as soon as the previous one answered,
+  so that it already waits on stdin when the job arrives) enters fresh IPC, PID and mount
+  namespaces, mounts a 64 MiB tmpfs on ``/w`` as the job's workdir, reads the job's public frame (code, calls,
+  limits) and forks the confined **child**; only then does it read the job's secret frame (expected values), so
+  the child never inherits it. When it exits, the namespaces die with it: SysV/POSIX IPC objects, the child and
+  every file the child made are gone, whatever their shape (deep trees, ``chmod 000`` dirs) [cross-job channels,
+  cleanup breakers]. Any failure of a supervisor comes back as a failed job with a reason; the zygote survives.
+* The **child**: ``setsid``; fds 0=/dev/null, 1/2 = pipes, 3 = result pipe, 4 = answers from the supervisor, all
+  others closed; rlimits AS 1 GiB, CPU, FSIZE 1 MiB, NOFILE 64, CORE 0; uid drop to a per-slot uid (root only);
+  Landlock (read-only beneath the stdlib, full access beneath ``/w``, no TCP, signals and abstract sockets scoped);
+  seccomp (raw classic BPF, x86_64 and aarch64) denying fork/vfork/clone, clone3 (ENOSYS), exec, **every
+  socket()** (so no ``connect()`` to filesystem sockets either), kill/tkill/tgkill, ptrace, process_vm_*, mount/
+  unshare/setns/chroot, (sym)link, mknod, name_to_handle_at/open_by_handle_at, io_uring, bpf, perf, userfaultfd,
+  keyrings, modules, setsid/setpgid [socket and path probes]. Inside the chroot no host path outside ``/usr`` and
+  the stdlib resolves, so ``stat()`` cannot measure the project or the cache.
+* **One run per completion, two phases.** Phase 1 is the strict oracle: the child evaluates each test call and
+  writes ``V repr(value)`` (plain data only), ``N type`` or ``X exception`` lines on fd 3, all at once with a
+  closing ``D``. Everything the oracle uses is fixed before the child learns anything: only after ``D`` does the
+  supervisor answer (one JSON line on fd 4): the index of the first failing test for the checks that compare
+  values (script modes, sentinel), the expected values for the eq check. Phase 2 is the mode's flawed check. In a
+  script mode a program that reads ``__name__`` gets two separate runs (oracle as module ``solution``, script as
+  ``__main__``), so the oracle never runs a ``__main__`` block.
+* The **supervisor watches** a pidfd and the pipes with ``poll``: SIGKILL on the CPU budget of the current phase
   (read from /proc every 50 ms; RLIMIT_CPU is the backstop), on the wall deadline, when stdout+stderr pass 64 KiB,
-  or when the result pipe passes 8 MiB. It reaps the child (``wait4``: exit status and CPU time come from the
-  kernel), reads ``result.txt`` safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd, S_ISREG, 4 KiB), removes
-  the workdir.
-* A layer the machine lacks is reported once, loudly, by the client (``logging.warning``), never skipped silently.
-  A layer the start-up probe found working that then fails in a child makes that child exit 125 (fail closed).
+  or when the result passes 1 MiB. It reads ``result.txt`` safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd,
+  S_ISREG, 4 KiB).
+* The **result channel parser** (``parse_value``, ``check_line``) is total and bounded: any bytes give a verdict,
+  never an exception; limits on bytes, line length, nesting, integer digits (checked before ``int()``), float
+  token length and hashed elements are all checked before a value is built, and the read is linear
+  [result-channel bombs, tests/test_grader.py]. The comparison is type-strict (``strict_equal``): ``bool`` is not
+  ``int``, a float matches only a float expectation (exactly, both nan, or within a relative 1e-9).
+* A layer the machine lacks is reported once, loudly, by the client (``logging.warning``), never skipped silently;
+  a layer the start-up probe found working that then fails in a child makes that child exit 125 (fail closed).
 * The **client** (``Worker``, ``WorkerPool``) owns the servers: it restarts a server that died or hung, and turns
-  that into a failed job, so nothing a program does can take the trainer down. Dispatch is by threads: they only
-  block on pipes.
+  that into a failed job with a reason, so nothing a program does can take the trainer down.
 
-Verdicts are never taken from what the program says about itself, except where a job kind reads the result fd on
-purpose (see ``projected_grpo.env.grader``). Only the stdlib is imported here: the server runs this file alone.
+Only the stdlib is imported here: the server runs this file alone.
 """
 
 from __future__ import annotations
@@ -36,6 +55,7 @@ import ast
 import json
 import math
 import os
+import re
 import sys
 
 # ----------------------------------------------------------------------------------------------- shared: values
@@ -43,11 +63,25 @@ import sys
 _PLAIN_SCALARS = (int, float, str, bool, type(None))
 _LITERAL_NAMES = {"inf": math.inf, "nan": math.nan, "True": True, "False": False, "None": None}
 
+# Limits of the result channel. All are checked before a value is built: nothing a child writes can cost the
+# trainer (or the supervisor) more than these.
+RESULT_CAP = 1 << 20  # bytes of result per run; the supervisor kills the child beyond
+MAX_LINE = 1 << 16  # bytes of one value line (the largest expected repr in the LeetCode sample is 574)
+MAX_DEPTH = 32  # containers nested in one another (a flat list is 1)
+MAX_INT_DIGITS = 4000  # digits of one integer, counted before int() runs
+MAX_FLOAT_CHARS = 40  # characters of one float token
+MAX_HASHED = 2048  # set elements + dict keys in one line (hashing chosen ints is quadratic)
+FLOAT_REL_TOL = 1e-9  # a float matches a float expectation exactly, both nan, or within this relative tolerance
+
 
 def literal_value(src: str):
-    """Evaluate a data literal without running code: numbers, strings, None/bools, inf/nan, float('inf'),
-    list/tuple/dict/set/frozenset (nested), unary +/-, and + - * ** // % on numbers. Raises ValueError otherwise."""
-    return _literal(ast.parse(src.strip(), mode="eval").body)
+    """Evaluate a *trusted* data literal (a dataset's expected value) without running code: numbers, strings,
+    None/bools, inf/nan, float('inf'), list/tuple/dict/set/frozenset (nested), unary +/-, and + - * ** // % on
+    numbers. Raises ValueError otherwise. Untrusted text (what a child wrote) goes through ``parse_value``."""
+    try:
+        return _literal(ast.parse(src.strip(), mode="eval").body)
+    except (SyntaxError, RecursionError, MemoryError, ArithmeticError, TypeError) as e:
+        raise ValueError(f"not a plain data literal ({type(e).__name__}: {e})") from None
 
 
 def _literal(node):
@@ -66,7 +100,8 @@ def _literal(node):
             return -v if isinstance(node.op, ast.USub) else +v
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Pow, ast.FloorDiv, ast.Mod)):
         a, b = _literal(node.left), _literal(node.right)
-        if type(a) in (int, float) and type(b) in (int, float) and not (isinstance(node.op, ast.Pow) and abs(b) > 256):
+        small = all(type(x) is float or abs(x) < 1 << 64 for x in (a, b))
+        if type(a) in (int, float) and type(b) in (int, float) and small and not (isinstance(node.op, ast.Pow) and abs(b) > 256):
             return {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Pow: lambda: a**b,
                     ast.FloorDiv: lambda: a // b, ast.Mod: lambda: a % b}[type(node.op)]()
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
@@ -78,17 +113,221 @@ def _literal(node):
     raise ValueError(f"not a plain data literal: {ast.dump(node)[:200]}")
 
 
-def make_checks():
-    """(is_plain, plain_equal), with every builtin they use bound now, so code run later cannot rebind them.
+_TOKEN = re.compile(r"""[ \t]*(?:(?P<num>-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))|(?P<name>[A-Za-z]+)"""
+                    r"""|(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")|(?P<punct>[\[\](){},:-]))""")
+_NAMES = {"True": True, "False": False, "None": None, "inf": math.inf, "nan": math.nan}
 
-    is_plain: exact builtin data types, recursively (no subclasses, so no custom __eq__ can take part).
-    plain_equal: == on two plain values, except that nan equals nan."""
-    _type, _len, _float, _int, _bool, _str, _none = type, len, float, int, bool, str, type(None)
+
+class _ReprParser:
+    """Recursive descent over the repr() grammar of plain data; every token is read once (linear)."""
+
+    def __init__(self, text: str):
+        self.s, self.i, self.hashed = text, 0, 0
+
+    def fail(self, why: str):
+        raise ValueError(f"{why} at char {self.i}")
+
+    def tok(self):
+        m = _TOKEN.match(self.s, self.i)
+        if m is None:
+            self.fail("bad token")
+        self.i = m.end()
+        return m.lastgroup, m.group(m.lastgroup)
+
+    def peek(self):
+        m = _TOKEN.match(self.s, self.i)
+        return (m.lastgroup, m.group(m.lastgroup)) if m else (None, None)
+
+    def expect(self, p: str):
+        if self.tok() != ("punct", p):
+            self.fail(f"expected {p!r}")
+
+    def number(self, t: str):
+        body = t.lstrip("-")
+        if body.isdigit():
+            if len(body) > MAX_INT_DIGITS:
+                self.fail(f"integer of more than {MAX_INT_DIGITS} digits")
+            return int(t)
+        if len(t) > MAX_FLOAT_CHARS:
+            self.fail(f"float token longer than {MAX_FLOAT_CHARS} chars")
+        return float(t)
+
+    def items(self, close: str, depth: int, hashed: bool) -> list:
+        out = []
+        while True:
+            if self.peek() == ("punct", close):
+                self.tok()
+                return out
+            out.append(self.value(depth + 1))
+            if hashed:
+                self.count_hashed()
+            kind, t = self.tok()
+            if (kind, t) == ("punct", close):
+                return out
+            if (kind, t) != ("punct", ","):
+                self.fail(f"expected ',' or {close!r}")
+
+    def count_hashed(self):
+        self.hashed += 1
+        if self.hashed > MAX_HASHED:
+            self.fail(f"more than {MAX_HASHED} set elements / dict keys")
+
+    def value(self, depth: int = 0):
+        if depth >= MAX_DEPTH:
+            self.fail(f"nesting deeper than {MAX_DEPTH}")
+        kind, t = self.tok()
+        if kind == "num":
+            return self.number(t)
+        if kind == "str":
+            return ast.literal_eval(t)  # one quoted token (the regex admits nothing else), bounded by MAX_LINE
+        if kind == "name":
+            if t in _NAMES:
+                return _NAMES[t]
+            if t == "set":
+                self.expect("(")
+                self.expect(")")
+                return set()
+            if t == "frozenset":
+                self.expect("(")
+                if self.peek() == ("punct", ")"):
+                    self.tok()
+                    return frozenset()
+                self.expect("{")
+                out = frozenset(self.items("}", depth, True))
+                self.expect(")")
+                return out
+            self.fail(f"unknown name {t[:20]!r}")
+        if t == "-":
+            kind, t = self.tok()
+            if (kind, t) == ("name", "inf"):
+                return -math.inf
+            self.fail("'-' not before inf")
+        if t == "[":
+            return self.items("]", depth, False)
+        if t == "(":
+            if self.peek() == ("punct", ")"):
+                self.tok()
+                return ()
+            first = self.value(depth + 1)
+            kind, t = self.tok()
+            if t != ",":
+                self.fail("a parenthesised value that is not a tuple")
+            return (first, *self.items(")", depth, False))
+        if t == "{":
+            if self.peek() == ("punct", "}"):
+                self.tok()
+                return {}
+            first = self.value(depth + 1)
+            self.count_hashed()
+            if self.peek() == ("punct", ":"):
+                self.tok()
+                pairs = [(first, self.value(depth + 1))]
+                while True:
+                    kind, t = self.tok()
+                    if t == "}":
+                        return dict(pairs)
+                    if t != ",":
+                        self.fail("expected ',' or '}' in a dict")
+                    if self.peek() == ("punct", "}"):
+                        self.tok()
+                        return dict(pairs)
+                    k = self.value(depth + 1)
+                    self.count_hashed()
+                    self.expect(":")
+                    pairs.append((k, self.value(depth + 1)))
+            kind, t = self.tok()
+            if t == "}":
+                return {first}
+            if t != ",":
+                self.fail("expected ',' or '}' in a set")
+            return {first, *self.items("}", depth, True)}
+        self.fail(f"unexpected {t[:20]!r}")
+
+
+def parse_value(text: str):
+    """The plain value a child reported as repr() text. Total and bounded: returns a value or raises ValueError,
+    and never does more work than the limits above allow (length checked first, one pass over the text)."""
+    if len(text) > MAX_LINE:
+        raise ValueError(f"value line of {len(text)} chars > {MAX_LINE}")
+    p = _ReprParser(text)
+    try:
+        v = p.value()
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unhashable keys, bad escapes, ...: all mean "not a plain value"
+        raise ValueError(f"{type(e).__name__} at char {p.i}") from None
+    if text[p.i:].strip():
+        raise ValueError(f"trailing text at char {p.i}")
+    return v
+
+
+def _typed(x):
+    """A hashable key that keeps the type: 1, True and 1.0 are three different keys."""
+    t = type(x)
+    if t is tuple:
+        return ("tuple", tuple(_typed(e) for e in x))
+    if t is frozenset:
+        return ("frozenset", frozenset(_typed(e) for e in x))
+    return (t.__name__, x)
+
+
+def strict_equal(got, exp) -> bool:
+    """Type-strict equality of a reported plain value with an expected one: the types must be identical at every
+    level (bool is not int, int is not float, list is not tuple); floats match exactly, both nan, or within a
+    relative FLOAT_REL_TOL; set elements and dict keys are compared with their types."""
+    t = type(exp)
+    if type(got) is not t:
+        return False
+    if t is float:
+        if math.isnan(got) or math.isnan(exp):
+            return math.isnan(got) and math.isnan(exp)
+        if got == exp:
+            return True
+        if math.isinf(got) or math.isinf(exp):
+            return False
+        return abs(got - exp) <= FLOAT_REL_TOL * max(abs(got), abs(exp))
+    if t in (int, str, bool, type(None)):
+        return got == exp
+    if t is list or t is tuple:
+        return len(got) == len(exp) and all(strict_equal(g, e) for g, e in zip(got, exp))
+    if t is set or t is frozenset:
+        return len(got) == len(exp) and {_typed(x) for x in got} == {_typed(x) for x in exp}
+    if t is dict:
+        if len(got) != len(exp):
+            return False
+        by_key = {_typed(k): v for k, v in got.items()}
+        return all(_typed(k) in by_key and strict_equal(by_key[_typed(k)], v) for k, v in exp.items())
+    return False
+
+
+def clip_name(s: str) -> str:
+    """A name the child chose (a type name), made safe for a mechanism string: word characters, at most 40."""
+    return re.sub(r"[^\w.]", "?", s[:40])
+
+
+def check_line(line: str, exp) -> tuple[bool, str]:
+    """One oracle line against its expected value: (equal, reason when not)."""
+    if line.startswith("V "):
+        try:
+            v = parse_value(line[2:])
+        except ValueError as e:
+            return False, f"unparseable_value({clip_name(str(e).split(' at ')[0].replace(' ', '_'))})"
+        return (True, "") if strict_equal(v, exp) else (False, "wrong_answer")
+    if line.startswith("N "):
+        return False, f"non_plain:{clip_name(line[2:])}"
+    if line.startswith("X "):
+        return False, f"raised:{clip_name(line[2:])}"
+    return False, "no_value"
+
+
+def make_is_plain():
+    """is_plain(v): exact builtin data types, recursively (no subclasses, so no custom __eq__/__repr__ takes part),
+    with every builtin it uses bound now, so code run later cannot rebind them."""
+    _type, _int, _float, _str, _bool, _none = type, int, float, str, bool, type(None)
     _list, _tuple, _dict, _set, _frozenset = list, tuple, dict, set, frozenset
-    _isnan = math.isnan
 
     def is_plain(v, depth=0):
-        if depth > 200:
+        if depth > MAX_DEPTH:
             return False
         t = _type(v)
         if t is _int or t is _float or t is _str or t is _bool or t is _none:
@@ -105,40 +344,22 @@ def make_checks():
             return True
         return False
 
-    def plain_equal(a, b):
-        ta, tb = _type(a), _type(b)
-        if ta is _float and tb is _float and _isnan(a) and _isnan(b):
-            return True
-        if (ta is _list and tb is _list) or (ta is _tuple and tb is _tuple):
-            if _len(a) != _len(b):
-                return False
-            for i in range(_len(a)):
-                if not plain_equal(a[i], b[i]):
-                    return False
-            return True
-        if ta is _dict and tb is _dict:
-            if a.keys() != b.keys():
-                return False
-            for k in a:
-                if not plain_equal(a[k], b[k]):
-                    return False
-            return True
-        return a == b
-
-    return is_plain, plain_equal
+    return is_plain
 
 
 # ------------------------------------------------------------------------------------------- server: constants
 
 STDOUT_CAP = 64 * 1024
-RESULT_CAP = 8 * 1024 * 1024
+PHASE2_CAP = 4096  # bytes of phase-2 result kept (only its first line is read)
 FILE_READ_CAP = 4096
 TMPFS_SIZE = "64m"
 SLOT_UID_BASE = 61000
+WORKDIR = "/w"  # inside the server's root: the per-job tmpfs mount point
 PRELOAD = ("collections", "heapq", "bisect", "itertools", "functools", "math", "string", "re", "typing", "random",
            "operator", "datetime", "copy", "json", "decimal", "fractions", "statistics", "array", "dataclasses",
            "enum", "traceback", "cmath", "numbers", "textwrap", "unicodedata", "sys", "shutil", "stat", "ctypes",
-           "select", "resource", "signal")
+           "select", "resource", "signal", "sysconfig")
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWUSER = 0x20000, 0x8000000, 0x20000000, 0x40000000, 0x10000000
 
 # syscall numbers (x86_64, aarch64) denied with EPERM; None = no such syscall on that arch
 _DENY = {
@@ -153,9 +374,10 @@ _DENY = {
     "request_key": (249, 218), "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
     "kexec_load": (246, 104), "reboot": (169, 142), "setsid": (112, 157), "setpgid": (109, 154),
     "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "pidfd_getfd": (438, 438),
-    "process_madvise": (440, 440),
+    "process_madvise": (440, 440), "socket": (41, 198), "name_to_handle_at": (303, 264),
+    "open_by_handle_at": (304, 265), "fsopen": (430, 430), "open_tree": (428, 428), "move_mount": (429, 429),
 }
-_ARCH = {"x86_64": (0, 0xC000003E, 435, 41), "aarch64": (1, 0xC00000B7, 435, 198)}  # col, AUDIT_ARCH, clone3, socket
+_ARCH = {"x86_64": (0, 0xC000003E, 435), "aarch64": (1, 0xC00000B7, 435)}  # col, AUDIT_ARCH, clone3
 
 
 # --------------------------------------------------------------------------------------------- server: layers
@@ -180,11 +402,11 @@ def _check(rc, what):
 
 
 def seccomp_program(machine: str) -> bytes:
-    """Classic BPF: kill on a foreign arch (or x32), EPERM for the denied syscalls, ENOSYS for clone3,
-    EPERM for socket() other than AF_UNIX, allow the rest."""
+    """Classic BPF: kill on a foreign arch (or x32), EPERM for the denied syscalls (socket() of every family
+    included), ENOSYS for clone3, allow the rest."""
     import struct
 
-    col, audit_arch, nr_clone3, nr_socket = _ARCH[machine]
+    col, audit_arch, nr_clone3 = _ARCH[machine]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     allow, kill, eperm, enosys = 0x7FFF0000, 0x80000000, 0x00050000 | 1, 0x00050000 | 38
     ins = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]
@@ -193,8 +415,7 @@ def seccomp_program(machine: str) -> bytes:
     for nrs in _DENY.values():
         if nrs[col] is not None:
             ins += [(jeq, 0, 1, nrs[col]), (ret, 0, 0, eperm)]
-    ins += [(jeq, 0, 1, nr_clone3), (ret, 0, 0, enosys)]
-    ins += [(jeq, 0, 3, nr_socket), (ld, 0, 0, 16), (jeq, 1, 0, 1), (ret, 0, 0, eperm), (ret, 0, 0, allow)]
+    ins += [(jeq, 0, 1, nr_clone3), (ret, 0, 0, enosys), (ret, 0, 0, allow)]
     return b"".join(struct.pack("<HBBI", *i) for i in ins)
 
 
@@ -240,28 +461,6 @@ def install_landlock(libc, abi: int, ro_dirs, rw_dirs):
         os.close(fd)
 
 
-def _enter_namespaces(libc, root_dir: str, is_root: bool) -> dict:
-    layers = {}
-    flags = 0x40000000 if is_root else 0x40000000 | 0x10000000  # CLONE_NEWNET (| CLONE_NEWUSER)
-    try:
-        _check(libc.unshare(flags), "unshare(NEWNET)")
-        layers["netns"] = "ok"
-    except OSError as e:
-        layers["netns"] = f"unavailable ({e}): the program can reach the network (loopback listeners included)"
-    if not is_root:
-        layers["tmpfs"] = "unavailable (not root): files go to the real disk, bounded only by FSIZE per file"
-        return layers
-    try:
-        _check(libc.unshare(0x00020000), "unshare(NEWNS)")
-        _check(libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None), "mount(/, MS_REC|MS_PRIVATE)")
-        opts = f"size={TMPFS_SIZE},nr_inodes=4096,mode=0711".encode()
-        _check(libc.mount(b"tmpfs", root_dir.encode(), b"tmpfs", 2 | 4 | 8, opts), f"mount(tmpfs, {root_dir})")
-        layers["tmpfs"] = "ok"
-    except OSError as e:
-        layers["tmpfs"] = f"unavailable ({e}): files go to the real disk, bounded only by FSIZE per file"
-    return layers
-
-
 def _readonly_dirs() -> list[str]:
     import sysconfig
 
@@ -275,23 +474,64 @@ def _readonly_dirs() -> list[str]:
     for d in ("/usr/lib", "/lib"):
         if multiarch:
             dirs.add(f"{d}/{multiarch}")
-    return sorted(d for d in dirs if d and os.path.isdir(d))
+    return sorted(os.path.realpath(d) for d in dirs if d and os.path.isdir(d))
+
+
+def _enter_namespaces(libc, root_dir: str, is_root: bool, ro_dirs: list[str]) -> tuple[dict, bool]:
+    """Empty netns; as root also a private mount namespace whose root holds only read-only binds of /usr and the
+    stdlib dirs and the workdir mount point, entered with chroot. Returns (layers, chrooted)."""
+    layers = {}
+    flags = CLONE_NEWNET if is_root else CLONE_NEWNET | CLONE_NEWUSER
+    try:
+        _check(libc.unshare(flags), "unshare(NEWNET)")
+        layers["netns"] = "ok"
+    except OSError as e:
+        layers["netns"] = f"unavailable ({e}): the program can reach the network (loopback listeners included)"
+    leak = ("stat()/name_to_handle_at resolve every host path the server's uid can search: the sizes and names "
+            "of files in the project and the cache leak")
+    if not is_root:
+        layers["chroot"] = f"unavailable (not root): {leak}"
+        return layers, False
+    try:
+        ms_bind, ms_rec, ms_rdonly, ms_remount, ms_private, ms_nosuid, ms_nodev = 4096, 16384, 1, 32, 262144, 2, 4
+        _check(libc.unshare(CLONE_NEWNS), "unshare(NEWNS)")
+        _check(libc.mount(b"none", b"/", None, ms_rec | ms_private, None), "mount(/, MS_REC|MS_PRIVATE)")
+        _check(libc.mount(b"tmpfs", root_dir.encode(), b"tmpfs", ms_nosuid | ms_nodev, b"size=1m,mode=0755"),
+               f"mount(tmpfs, {root_dir})")
+        binds = ["/usr"] + [d for d in ro_dirs if not d.startswith("/usr/")]
+        for name in ("bin", "lib", "lib32", "lib64", "sbin"):
+            if os.path.islink("/" + name):
+                os.symlink(os.readlink("/" + name), os.path.join(root_dir, name))
+            elif os.path.isdir("/" + name) and "/" + name not in binds:
+                binds.append("/" + name)
+        for src in binds:
+            dst = (root_dir + src).encode()
+            os.makedirs(dst, exist_ok=True)
+            _check(libc.mount(src.encode(), dst, None, ms_bind | ms_rec, None), f"bind {src}")
+            _check(libc.mount(None, dst, None, ms_bind | ms_remount | ms_rdonly | ms_nosuid, None), f"ro {src}")
+        os.mkdir(os.path.join(root_dir, WORKDIR.lstrip("/")), 0o755)
+        os.chroot(root_dir)
+        os.chdir("/")
+        layers["chroot"] = "ok"
+        return layers, True
+    except OSError as e:
+        layers["chroot"] = f"unavailable ({e}): {leak}"
+        return layers, False
 
 
 # --------------------------------------------------------------------------------------------- server: child
 
-def _child(job, fds, workdir, ctx):
+def _child(job, fds, ctx):
     """In the forked child: confine, run the job, never return."""
     code = 125
     try:
         os.setsid()
-        null = os.open("/dev/null", os.O_RDONLY)
-        for target, fd in ((0, null), (1, fds[0]), (2, fds[1]), (3, fds[2])):
+        for target, fd in ((0, ctx["devnull"]), (1, fds[0]), (2, fds[1]), (3, fds[2]), (4, fds[3])):
             os.dup2(fd, target)
-        os.closerange(4, 1 << 16)
-        os.chdir(workdir)
-        _confine(job, workdir, ctx)
-        code = _run_kind(job, ctx)
+        os.closerange(5, 1 << 16)
+        os.chdir(ctx["workdir"])
+        _confine(job, ctx)
+        code = _run_kind(job)
     except BaseException as e:  # noqa: BLE001 - a confinement failure must fail closed
         try:
             os.write(2, f"sandbox: child setup failed: {type(e).__name__}: {e}\n".encode())
@@ -301,10 +541,10 @@ def _child(job, fds, workdir, ctx):
         os._exit(code)
 
 
-def _confine(job, workdir, ctx):
+def _confine(job, ctx):
     import resource as r
 
-    cpu = math.ceil(job["cpu_s"]) + 1
+    cpu = math.ceil(job["cpu_s"] * (2 if job["kind"] == "graded" else 1)) + 1
     for lim, val in ((r.RLIMIT_AS, 1 << 30), (r.RLIMIT_CPU, cpu), (r.RLIMIT_FSIZE, 1 << 20),
                      (r.RLIMIT_NOFILE, 64), (r.RLIMIT_CORE, 0)):
         r.setrlimit(lim, (val, val))
@@ -313,30 +553,46 @@ def _confine(job, workdir, ctx):
         os.setresgid(ctx["uid"], ctx["uid"], ctx["uid"])
         os.setresuid(ctx["uid"], ctx["uid"], ctx["uid"])
         r.setrlimit(r.RLIMIT_NPROC, (16, 16))
-    ctx["libc"].prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the server (set after the uid change)
-    if os.getppid() != ctx["server_pid"]:
-        raise RuntimeError("the server died while this child started")
+    ctx["libc"].prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the supervisor (set after the uid change)
+    os.set_blocking(4, False)
+    try:
+        if os.read(4, 1) == b"":
+            raise RuntimeError("the supervisor died while this child started")
+    except BlockingIOError:
+        pass  # alive: it holds the write end and has written nothing yet
+    os.set_blocking(4, True)
     if ctx["landlock"]:
-        install_landlock(ctx["libc"], ctx["landlock"], ctx["ro_dirs"], [workdir])
+        install_landlock(ctx["libc"], ctx["landlock"], ctx["ro_dirs"], [ctx["workdir"]])
     if ctx["seccomp"]:
         install_seccomp(ctx["libc"], ctx["seccomp"])
 
 
-def _run_kind(job, ctx) -> int:
-    """Run one job kind; returns the exit status. Every helper is bound before the program runs."""
+def _run_kind(job) -> int:
+    """Phase 1 (the oracle's values) then phase 2 (the mode's flawed check); returns the exit status.
+    Every helper is bound before the program runs."""
     import builtins
     import traceback
     import types
 
-    _write, _exit_flush, stdout, stderr = os.write, None, sys.stdout, sys.stderr
-    is_plain, plain_equal = make_checks()
-    _repr, _type, _eval, _exec, _getattr = repr, type, eval, exec, getattr
+    _write, _read, stdout, stderr = os.write, os.read, sys.stdout, sys.stderr
+    is_plain = make_is_plain()
+    _repr, _type, _eval, _exec, _getattr, _setattr, _loads = repr, type, eval, exec, getattr, setattr, json.loads
+    _print_exc, _compile0 = traceback.print_exception, compile
 
     def _compile(src, name, mode):  # never inherit this file's `from __future__ import annotations`
-        return compile(src, name, mode, dont_inherit=True)
-    _print_exc = traceback.print_exception
-    kind, calls = job["kind"], job.get("calls", [])
-    expected = [literal_value(e) for e in job.get("expected", [])] if kind in ("plain", "sentinel") else []
+        return _compile0(src, name, mode, dont_inherit=True)
+
+    kind, check, calls = job["kind"], job.get("check"), job.get("calls", [])
+    answered = check in ("exit", "stdout", "file", "sentinel", "eq")  # the supervisor answers after 'D'
+
+    def answer() -> dict:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = _read(4, 1 << 16)
+            if not chunk:
+                raise EOFError("the supervisor sent no answer")
+            data += chunk
+        return _loads(data)
 
     def report(line: str):
         data = (line + "\n").encode("utf-8", "backslashreplace")
@@ -350,61 +606,63 @@ def _run_kind(job, ctx) -> int:
             except BaseException:  # noqa: BLE001, S110
                 pass
 
-    def harness(ns):
-        for i, call in enumerate(calls):
-            value = _eval(_compile(call, f"<test {i}>", "eval"), ns)
-            if not (is_plain(value) and plain_equal(value, expected[i])):
-                raise AssertionError(f"test {i} failed: {call}")
-
-    # The program runs in a real module registered in sys.modules (dataclasses, pickle and typing look it up).
-    module = types.ModuleType("__main__" if kind == "plain" else "solution")
-    sys.modules[module.__name__] = module
-    ns = module.__dict__
-    ns["__builtins__"] = builtins
-    run_program = lambda: (_exec(_compile(job["setup"], "<setup>", "exec"), ns),
-                           _exec(_compile(job["code"], "solution.py", "exec"), ns))
-
     if kind == "probe":
         report("ok")
         return 0
-    if kind == "plain":
-        try:
-            run_program()
-            harness(ns)
-            finish = job.get("finish", "exit")
-            if finish == "stdout":
-                flush()
-                _write(1, (job["marker"] + "\n").encode())
-            elif finish == "file":
-                fd = os.open(job["result_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-                _write(fd, job["file_marker"].encode())
-                os.close(fd)
-            code = 0
-        except SystemExit as e:
-            c = e.code
-            code = 0 if c is None else (c & 0xFF) if _type(c) is int else 1
-            if _type(c) not in (int, _type(None)):
-                stderr.write(f"{c}\n")
-        except BaseException as e:  # noqa: BLE001
-            try:
-                _print_exc(e, file=stderr)
-            except BaseException:  # noqa: BLE001, S110
-                pass
-            code = 1
-        flush()
-        return code
+    # The program runs in a real module registered in sys.modules (dataclasses, pickle and typing look it up).
+    module = types.ModuleType(job["module"])
+    sys.modules[module.__name__] = module
+    ns = module.__dict__
+    ns["__builtins__"] = builtins
+
+    # ---- phase 1: the oracle's values, fixed before anything about the expected values reaches this process.
+    # Its lines go out in one write with the closing 'D' (one wakeup of the supervisor, not one per test).
+    program_exc = call_exc = fail_at = None
+    values, lines = [], []
     try:
-        run_program()
-        if kind == "oracle":
-            for call in calls:
-                value = _eval(_compile(call, "<call>", "eval"), ns)
-                if not is_plain(value):
-                    report(f"N {_type(value).__name__}")
-                    return 0
-                report("V " + _repr(value))
-        elif kind == "run_tests":
-            fn = ns.get(job["test_func"])
-            cls = ns.get("Solution")
+        _exec(_compile(job["setup"], "<setup>", "exec"), ns)
+        _exec(_compile(job["code"], "solution.py", "exec"), ns)
+    except BaseException as e:  # noqa: BLE001
+        program_exc = e
+        lines.append(f"X {_type(e).__name__}")
+    if program_exc is None:
+        for i, call in enumerate(calls):
+            try:
+                value = _eval(_compile(call, f"<test {i}>", "eval"), ns)
+                line = "V " + _repr(value) if is_plain(value) else None
+            except BaseException as e:  # noqa: BLE001
+                call_exc, fail_at = e, i
+                lines.append(f"X {_type(e).__name__}")
+                break
+            values.append(value)
+            if line is None:
+                lines.append(f"N {_type(value).__name__}")
+                if check != "eq":
+                    fail_at = i
+                    break
+                continue
+            lines.append(line)
+    lines.append("D")
+    report("\n".join(lines))
+    del lines
+    if kind == "oracle":
+        flush()
+        return 0
+    try:
+        got = answer() if answered and program_exc is None else {}
+    except BaseException as e:  # noqa: BLE001 - no answer: the harness fails
+        got, program_exc = {}, e
+    # the first failing test: the supervisor's (first line that is not the expected value), or where this
+    # process stopped (an exception, a non-plain value), whichever comes first
+    first = min([i for i in (got.get("first_bad", -1), fail_at) if i is not None and i >= 0], default=None)
+
+    # ---- phase 2: the mode's flawed check
+    if check == "run_tests":
+        try:
+            if program_exc is not None:
+                report(f"X {_type(program_exc).__name__}")
+                return 0
+            fn, cls = ns.get(job["test_func"]), ns.get("Solution")
             if callable(fn):
                 fn()
             elif cls is not None and _getattr(cls, job["test_func"], None) is not None:
@@ -413,38 +671,82 @@ def _run_kind(job, ctx) -> int:
                 report("M")
                 return 0
             report("R")
-        elif kind == "eq":
-            for i, (call, exp) in enumerate(zip(calls, job["expected"])):
-                if not _eval(_compile(f"({call}) == ({exp})", f"<assert {i}>", "eval"), ns):
+        except BaseException as e:  # noqa: BLE001
+            report(f"X {_type(e).__name__}")
+        flush()
+        return 0
+    if check == "eq":
+        try:
+            if program_exc is not None:
+                raise program_exc
+            for i, (value, exp) in enumerate(zip(values, got["expected"])):
+                if not (value == _eval(_compile(f"({exp})", f"<expected {i}>", "eval"), ns)):  # noqa: SIM201 - == as hinted
                     report(f"F {i}")
                     return 0
+            if call_exc is not None:
+                raise call_exc
             report("T")
-        elif kind == "sentinel":
-            try:
-                harness(ns)
-                setattr(ns["Solution"], job["sentinel_attr"], True)
-            except BaseException:  # noqa: BLE001, S110 - tests failed: the sentinel is just not set
-                pass
-    except BaseException as e:  # noqa: BLE001
-        if kind != "sentinel":
+        except BaseException as e:  # noqa: BLE001
             report(f"X {_type(e).__name__}")
-            return 0
-    if kind == "sentinel":
+        flush()
+        return 0
+    if check == "sentinel":
+        if program_exc is None and first is None:
+            try:
+                _setattr(ns["Solution"], job["sentinel_attr"], True)
+            except BaseException:  # noqa: BLE001, S110 - no Solution: the sentinel is just not set
+                pass
         try:
             ok = _getattr(ns["Solution"](), job["sentinel_attr"], False) is True
         except BaseException:  # noqa: BLE001
             ok = False
         report("S 1" if ok else "S 0")
-    flush()
-    return 0
-
-
-# -------------------------------------------------------------------------------------------- server: parent
-
-def _proc_cpu(pid: int) -> float:
+        flush()
+        return 0
+    # plain script: `python solution.py` with the tests appended (exit code / stdout / result.txt)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+        if program_exc is not None:
+            raise program_exc
+        if first is not None and call_exc is not None and first == fail_at:
+            raise call_exc
+        if first is not None:
+            raise AssertionError(f"test {first} failed")
+        if check == "stdout":
+            flush()
+            _write(1, (job["marker"] + "\n").encode())
+        elif check == "file":
+            fd = os.open(job["result_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            _write(fd, job["file_marker"].encode())
+            os.close(fd)
+        code = 0
+    except SystemExit as e:
+        c = e.code
+        code = 0 if c is None else (c & 0xFF) if _type(c) is int else 1
+        if _type(c) not in (int, _type(None)):
+            try:
+                stderr.write(f"{c}\n")
+            except BaseException:  # noqa: BLE001, S110
+                pass
+    except BaseException as e:  # noqa: BLE001
+        try:
+            _print_exc(e, file=stderr)
+        except BaseException:  # noqa: BLE001, S110
+            pass
+        code = 1
+    flush()
+    return code
+
+
+# ---------------------------------------------------------------------------------------- server: supervisor
+
+def _proc_cpu(ctx, pid: int) -> float:
+    try:
+        fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=ctx["procfd"])
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        fields = data.rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
@@ -458,39 +760,138 @@ def _kill(pid: int):
             pass
 
 
-def run_job(job, ctx) -> dict:
-    """Fork one confined child for `job`, watch it, reap it, and describe what the kernel saw."""
+def _enter_job_namespaces(ctx):
+    """In the supervisor: fresh IPC/PID/mount namespaces and a fresh tmpfs workdir (or, where the machine lacks
+    them, a fresh directory that ``_remove_tree`` removes). A layer the start-up probe found working that fails
+    here raises: the job fails closed."""
+    libc = ctx["libc"]
+    if ctx["job_ns"]:
+        _check(libc.unshare(ctx["job_ns"]), "unshare(job namespaces)")
+    if ctx["jobfs"]:
+        owner = f",uid={ctx['uid']},gid={ctx['uid']}" if ctx["uid"] is not None else ""
+        opts = f"size={TMPFS_SIZE},nr_inodes=4096,mode=0700{owner}".encode()
+        _check(libc.mount(b"tmpfs", ctx["workdir"].encode(), b"tmpfs", 2 | 4 | 8, opts), "mount(job tmpfs)")
+    else:
+        os.mkdir(ctx["workdir"], 0o700)
+        if ctx["uid"] is not None:
+            os.chown(ctx["workdir"], ctx["uid"], ctx["uid"])
+
+
+def _remove_tree(path: str):
+    """Remove a tree nothing can make this fail on: iterative (no recursion), one directory fd at a time (depth
+    and path length do not matter), every directory made searchable before it is entered, links never
+    followed (entered with O_NOFOLLOW), fifos and sockets only unlinked."""
+    import stat
+
+    os.chmod(path, 0o700, follow_symlinks=False)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    depth = 0
+    while True:
+        child = None
+        for name in os.listdir(fd):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                child = name
+                break
+            os.unlink(name, dir_fd=fd)
+        if child is not None:
+            os.chmod(child, 0o700, dir_fd=fd)  # a directory (lstat said so); nothing runs that could swap it
+            try:
+                os.rmdir(child, dir_fd=fd)
+                continue
+            except OSError:
+                pass
+            sub = os.open(child, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd, depth = sub, depth + 1
+            continue
+        if depth == 0:
+            break
+        parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd, depth = parent, depth - 1
+    os.close(fd)
+    os.rmdir(path)
+
+
+def _drain(fd, buf, cap, max_chunks=16):
+    """Read what is there (at most max_chunks reads, so a flooding child cannot starve the watch loop); keep at
+    most `cap` bytes in buf. Returns False at EOF."""
+    for _ in range(max_chunks):
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        if len(buf) < cap:
+            buf += chunk[: cap - len(buf)]
+    return True
+
+
+def _supervise(ctx, job, read_secret) -> dict:
+    """Fork the confined child for `job`, read the secret frame only then, answer the child's V lines, watch it
+    (per-phase CPU budget, wall deadline, output caps), reap it, and describe what the kernel saw."""
     import select
-    import shutil
     import time
 
-    ctx["counter"] += 1
-    workdir = os.path.join(ctx["root"], f"w{ctx['counter']}")
-    os.mkdir(workdir, 0o700)
-    if ctx["uid"] is not None:
-        os.chown(workdir, ctx["uid"], ctx["uid"])
-    pipes = [os.pipe() for _ in range(3)]
+    pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result (child -> here), answers (here -> child)
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(job, [w for _, w in pipes], workdir, ctx)
-    for _, w in pipes:
-        os.close(w)
-    reads = [r for r, _ in pipes]
-    for r in reads:
-        os.set_blocking(r, False)
-    bufs = {r: bytearray() for r in reads}
+        _child(job, [pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]], ctx)
+    for fd in (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]):
+        os.close(fd)
+    secret = read_secret()  # only now: the child never holds what it says
+    check = job.get("check")
+    compares = check in ("exit", "stdout", "file", "sentinel")  # answered with the first failing test's index
+    expected = [literal_value(e) for e in secret.get("expected", [])] if compares else []
+    out_fd, err_fd, res_fd, ans_fd = pipes[0][0], pipes[1][0], pipes[2][0], pipes[3][1]
+    for fd in (out_fd, err_fd, res_fd, ans_fd):
+        os.set_blocking(fd, False)
+    bufs = {out_fd: bytearray(), err_fd: bytearray(), res_fd: bytearray()}
+    caps = {out_fd: STDOUT_CAP + 1, err_fd: STDOUT_CAP + 1, res_fd: RESULT_CAP + 1}
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
-    for fd in reads + [pidfd]:
+    for fd in (out_fd, err_fd, res_fd, pidfd):
         poller.register(fd, select.POLLIN | select.POLLHUP)
-    open_fds, killed = set(reads), None
-    deadline = t0 + job["wall_s"]
+    open_fds, killed, pending, ans_watched = {out_fd, err_fd, res_fd}, None, bytearray(), False
+    scan, p1_end, p2_start, cpu1 = 0, None, None, None
+    budget, cpu0, deadline = job["cpu_s"], 0.0, t0 + job["wall_s"]
+
+    def on_result():
+        """Find the line 'D' (end of phase 1; linear: each byte is scanned once) and answer it."""
+        nonlocal scan, p1_end, p2_start, cpu1, cpu0, deadline
+        res = bufs[res_fd]
+        while p1_end is None:
+            j = res.find(b"\n", scan)
+            if j < 0:
+                return
+            line, start, scan = bytes(res[scan:j]), scan, j + 1
+            if line != b"D":
+                continue
+            p1_end, p2_start = start, scan
+            cpu1 = cpu0 = _proc_cpu(ctx, pid)
+            deadline = time.monotonic() + job["wall_s"]
+            caps[res_fd] = p2_start + PHASE2_CAP
+            if compares:
+                lines = bytes(res[:p1_end]).decode("utf-8", "replace").split("\n", len(expected))
+                first_bad = -1
+                for i, e in enumerate(expected):
+                    if not check_line(lines[i] if i < len(lines) else "", e)[0]:
+                        first_bad = i
+                        break
+                pending.extend(json.dumps({"first_bad": first_bad}).encode() + b"\n")
+            elif check == "eq":
+                pending.extend(json.dumps({"expected": secret.get("expected", [])}).encode() + b"\n")
+
     while True:
         now = time.monotonic()
         if now >= deadline:
             killed = "timeout"
-        elif _proc_cpu(pid) > job["cpu_s"]:
+        elif _proc_cpu(ctx, pid) - cpu0 > budget:
             killed = "cpu_limit"
         if killed:
             _kill(pid)
@@ -500,11 +901,25 @@ def run_job(job, ctx) -> dict:
         for fd, _ in events:
             if fd == pidfd:
                 exited = True
-            elif fd in open_fds:
-                _drain(fd, bufs[fd], open_fds, poller)
-        if len(bufs[reads[0]]) + len(bufs[reads[1]]) > STDOUT_CAP:
+            elif fd == ans_fd:
+                pass
+            elif fd in open_fds and not _drain(fd, bufs[fd], caps[fd]):
+                open_fds.discard(fd)
+                poller.unregister(fd)
+        on_result()
+        if pending:
+            try:
+                del pending[: os.write(ans_fd, pending)]
+            except BlockingIOError:
+                pass
+            except OSError:
+                pending.clear()  # the child closed its end: nobody to answer
+        if bool(pending) != ans_watched:
+            ans_watched = bool(pending)
+            poller.register(ans_fd, select.POLLOUT) if ans_watched else poller.unregister(ans_fd)
+        if len(bufs[out_fd]) + len(bufs[err_fd]) > STDOUT_CAP:
             killed = "output_limit"
-        elif len(bufs[reads[2]]) > RESULT_CAP:
+        elif p1_end is None and len(bufs[res_fd]) > RESULT_CAP:
             killed = "result_limit"
         if killed:
             _kill(pid)
@@ -513,44 +928,34 @@ def run_job(job, ctx) -> dict:
             break
     _, status, ru = os.wait4(pid, 0)
     wall = time.monotonic() - t0
-    for fd in list(open_fds):
-        _drain(fd, bufs[fd], open_fds, None, until_eof=True)
-    for fd in reads + [pidfd]:
+    for fd in open_fds:
+        os.set_blocking(fd, True)
+        while _drain(fd, bufs[fd], caps[fd]):
+            pass
+    on_result()
+    for fd in (out_fd, err_fd, res_fd, ans_fd, pidfd):
         os.close(fd)
+    res = bufs[res_fd]
+    phase1 = res[:p1_end] if p1_end is not None else res[:RESULT_CAP]
+    phase2 = res[p2_start:].split(b"\n", 1)[0][:256] if p2_start is not None else b""
+    cpu = ru.ru_utime + ru.ru_stime
     out = {
         "status": killed or ("exited" if os.WIFEXITED(status) else "signaled"),
         "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status),
-        "stdout": bytes(bufs[reads[0]][:STDOUT_CAP]).decode("utf-8", "replace"),
-        "stderr": bytes(bufs[reads[1]][-2048:]).decode("utf-8", "replace"),
-        "result": bytes(bufs[reads[2]][:RESULT_CAP]).decode("utf-8", "replace"),
-        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "stdout": bytes(bufs[out_fd][:STDOUT_CAP]).decode("utf-8", "replace"),
+        "stderr": bytes(bufs[err_fd][-2048:]).decode("utf-8", "replace"),
+        "result": bytes(phase1).decode("utf-8", "replace"),
+        "phase1_done": p1_end is not None,
+        "result2": bytes(phase2).decode("utf-8", "replace"),
+        "cpu_s": cpu,
+        "cpu1_s": cpu1 if cpu1 is not None else cpu,
         "wall_s": wall,
     }
-    if out["status"] == "signaled" and out["code"] in (-9, -24) and out["cpu_s"] >= job["cpu_s"]:
+    if out["status"] == "signaled" and out["code"] in (-9, -24) and cpu - (cpu1 or 0.0) >= budget:
         out["status"] = "cpu_limit"
     if job.get("read_file"):
-        out["file"] = _read_marker_file(workdir, job["read_file"])
-    shutil.rmtree(workdir, ignore_errors=True)
+        out["file"] = _read_marker_file(ctx["workdir"], job["read_file"])
     return out
-
-
-def _drain(fd, buf, open_fds, poller, until_eof=False):
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return True
-        except OSError:
-            chunk = b""
-        if not chunk:
-            open_fds.discard(fd)
-            if poller is not None:
-                poller.unregister(fd)
-            return False
-        if len(buf) <= RESULT_CAP:
-            buf += chunk
-        if not until_eof and len(buf) > STDOUT_CAP:
-            return True
 
 
 def _read_marker_file(workdir: str, name: str):
@@ -575,21 +980,180 @@ def _read_marker_file(workdir: str, name: str):
         os.close(fd)
 
 
-def _preimport(setup: str, seen: set):
-    """Import (in the server, once per distinct setup string) the modules a dataset's setup_code imports."""
-    if setup in seen:
-        return
-    seen.add(setup)
+def _read_exact(fd: int, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise EOFError(f"stdin closed after {len(out)} of {n} bytes")
+        out += chunk
+    return bytes(out)
+
+
+def _job_process(ctx, release_fd: int) -> int:
+    """The supervisor's whole life: read one job (header `<public bytes> <secret bytes>\\n`, then the public JSON,
+    then the secret JSON) from stdin without reading past it, isolate, run, answer one JSON line, then tell the
+    zygote (one byte on `release_fd`) to fork the next supervisor. Returns its exit status: 0 answered, 3 stdin
+    closed (the zygote then exits)."""
+    ctx["libc"].prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the zygote
+    header = b""
+    while not header.endswith(b"\n"):
+        c = os.read(0, 1)
+        if not c:
+            return 3
+        header += c
+        if len(header) > 40:
+            raise ValueError(f"bad frame header {header[:40]!r}")
+    n_public, n_secret = (int(x) for x in header.split())
+    consumed = {"secret": False}
+
+    def read_secret():
+        consumed["secret"] = True
+        return json.loads(_read_exact(0, n_secret))
+
     try:
-        tree = ast.parse(setup)
-    except SyntaxError:
-        return
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
+        job = json.loads(_read_exact(0, n_public))
+        _enter_job_namespaces(ctx)
+        try:
+            res = _supervise(ctx, job, read_secret)
+        finally:
+            if not ctx["jobfs"]:
+                _remove_tree(ctx["workdir"])
+    finally:
+        if not consumed["secret"]:
+            _read_exact(0, n_secret)  # keep the stream in step for the next job
+    _send(res)
+    os.write(release_fd, b"r")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- server: zygote
+
+def _spawn_supervisor(ctx, poller):
+    """Fork the next supervisor now, from the pristine zygote, so that it already waits on stdin when the next job
+    arrives. Returns (pid, pidfd, release read end)."""
+    import select
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 2
+        try:
+            code = _job_process(ctx, w)
+        except BaseException as e:  # noqa: BLE001 - a supervisor failure is a failed job, never a dead server
             try:
-                exec(compile(ast.Module([node], []), "<preimport>", "exec"), {})  # noqa: S102 - dataset imports
-            except Exception:  # noqa: BLE001, S110 - a missing module fails later, inside the child
+                _send({"status": "sandbox_error", "reason": f"{type(e).__name__}: {e}"[:300]})
+                code = 0
+            except BaseException:  # noqa: BLE001, S110
                 pass
+        os._exit(code)
+    os.close(w)
+    pidfd = os.pidfd_open(pid)
+    poller.register(r, select.POLLIN | select.POLLHUP)
+    poller.register(pidfd, select.POLLIN)
+    return pid, pidfd, r
+
+
+def _zygote_loop(ctx):
+    """Keep one supervisor waiting on stdin; when it has read its job (or died), fork the next one; reap the
+    running ones and answer for any that died without answering."""
+    import select
+
+    poller = select.poll()
+    standby = _spawn_supervisor(ctx, poller)
+    running: dict[int, int] = {}  # pidfd -> pid
+    while True:
+        for fd, _ in poller.poll():
+            if standby is not None and fd in (standby[1], standby[2]):  # it answered (or died): fork the next
+                pid, pidfd, r = standby
+                poller.unregister(r)
+                os.close(r)
+                running[pidfd] = pid
+                standby = _spawn_supervisor(ctx, poller)
+            if fd in running:
+                pid = running.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                _, st = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(st)
+                if code == 3:
+                    return
+                if code != 0:
+                    _send({"status": "sandbox_error", "reason": f"supervisor died (exit {code})"})
+
+
+def _fork_call(fn, *args) -> dict:
+    """Run fn(*args) (returning a JSON-able dict) in a forked process; its answer, or {'error': ...}."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            data = json.dumps(fn(*args)).encode()
+        except BaseException as e:  # noqa: BLE001
+            data = json.dumps({"error": f"{type(e).__name__}: {e}"}).encode()
+        os.write(w, data[:60000])
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"error": f"probe process died ({data[:100]!r})"}
+
+
+def _probe(ctx, layers):
+    """Check in real supervisors that each layer applies; a layer that fails here is reported and not used."""
+    ns_layers = {"ipc_ns": CLONE_NEWIPC, "pid_ns": CLONE_NEWPID}
+    if ctx["jobfs"]:
+        ns_layers["jobfs"] = CLONE_NEWNS
+
+    def try_ns(flag):
+        _check(ctx["libc"].unshare(flag), "unshare")
+        if flag == CLONE_NEWNS:
+            _check(ctx["libc"].mount(b"tmpfs", ctx["workdir"].encode(), b"tmpfs", 2 | 4 | 8, b"size=1m"), "mount")
+        return {"ok": True}
+
+    for name, flag in ns_layers.items():
+        res = _fork_call(try_ns, flag)
+        if res.get("ok"):
+            ctx["job_ns"] |= flag
+            layers[name] = "ok"
+        else:
+            layers[name] = f"unavailable ({res.get('error')})"
+    if layers.get("jobfs", "") != "ok":
+        ctx["jobfs"] = False
+        if "chroot" in layers and layers["chroot"] == "ok":
+            layers["jobfs"] = layers.get("jobfs", "unavailable") + ": work files removed by _remove_tree"
+        else:
+            layers["jobfs"] = ("unavailable (not root): files go to the real disk, bounded only by FSIZE per file, "
+                               "removed by _remove_tree")
+    if "ipc_ns" in layers and layers["ipc_ns"] != "ok":
+        layers["ipc_ns"] += ": SysV/POSIX IPC objects are shared between runs and outlive them"
+    probe = {"kind": "probe", "setup": "", "code": "", "cpu_s": 5.0, "wall_s": 10.0}
+
+    def one(c):
+        _enter_job_namespaces(c)
+        try:
+            return _supervise(c, probe, dict)
+        finally:
+            if not c["jobfs"]:
+                _remove_tree(c["workdir"])
+
+    for layer in ("seccomp", "landlock"):
+        if not ctx[layer]:
+            continue
+        trial = dict(ctx, seccomp=ctx["seccomp"] if layer == "seccomp" else b"",
+                     landlock=ctx["landlock"] if layer == "landlock" else 0)
+        res = _fork_call(one, trial)
+        if res.get("result") != "ok\n":
+            layers[layer] = f"unavailable (probe failed: {str(res.get('stderr') or res.get('error'))[-300:]})"
+            ctx[layer] = b"" if layer == "seccomp" else 0
 
 
 def serve(config: dict):
@@ -607,10 +1171,14 @@ def serve(config: dict):
     import builtins
 
     builtins.exit, builtins.quit = _sitebuiltins.Quitter("exit", "Ctrl-D"), _sitebuiltins.Quitter("quit", "Ctrl-D")
-    layers = _enter_namespaces(libc, config["root"], is_root)
+    ro_dirs = _readonly_dirs()
+    procfd = os.open("/proc", os.O_PATH | os.O_DIRECTORY)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    layers, chrooted = _enter_namespaces(libc, config["root"], is_root, ro_dirs)
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
     machine = os.uname().machine
-    ctx = {"libc": libc, "root": config["root"], "counter": 0, "server_pid": os.getpid(), "ro_dirs": _readonly_dirs(),
+    ctx = {"libc": libc, "ro_dirs": ro_dirs, "procfd": procfd, "devnull": devnull, "job_ns": 0, "jobfs": chrooted,
+           "workdir": WORKDIR if chrooted else os.path.join(config["root"], "w"),
            "uid": SLOT_UID_BASE + config["slot"] if is_root else None,
            "landlock": landlock_abi(libc), "seccomp": seccomp_program(machine) if machine in _ARCH else b""}
     layers["uid_drop"] = "ok" if is_root else "unavailable (not root): the program runs as the trainer's uid"
@@ -620,31 +1188,7 @@ def serve(config: dict):
     _probe(ctx, layers)
     gc.freeze()
     _send({"hello": True, "layers": layers, "python": sys.version.split()[0], "pid": os.getpid()})
-    seen, buf = set(), b""
-    while True:
-        while b"\n" not in buf:
-            chunk = os.read(0, 1 << 20)
-            if not chunk:
-                return
-            buf += chunk
-        line, buf = buf.split(b"\n", 1)
-        job = json.loads(line)
-        _preimport(job.get("setup", ""), seen)
-        _send(run_job(job, ctx))
-
-
-def _probe(ctx, layers):
-    """Check that the layers really apply in a child; a layer that fails here is reported and not used."""
-    for layer in ("seccomp", "landlock"):
-        if not ctx[layer]:
-            continue
-        saved = {k: ctx[k] for k in ("seccomp", "landlock")}
-        ctx.update({k: (v if k == layer else (b"" if k == "seccomp" else 0)) for k, v in saved.items()})
-        res = run_job({"kind": "probe", "setup": "", "code": "", "cpu_s": 5.0, "wall_s": 10.0}, ctx)
-        ctx.update(saved)
-        if res["result"] != "ok\n":
-            layers[layer] = f"unavailable (probe failed: {res['stderr'].strip()[-300:]})"
-            ctx[layer] = b"" if layer == "seccomp" else 0
+    _zygote_loop(ctx)
 
 
 def _send(obj):
@@ -667,12 +1211,18 @@ def server_python() -> str:
     raise SandboxError("no python interpreter found for the sandbox server; expected /usr/bin/python3")
 
 
+def failed_result(status: str, reason: str) -> dict:
+    """A job that produced nothing because the sandbox itself failed (never because of what the program did)."""
+    return {"status": status, "reason": reason, "code": -1, "stdout": "", "stderr": "", "result": "",
+            "phase1_done": False, "result2": "", "cpu_s": 0.0, "cpu1_s": 0.0, "wall_s": 0.0}
+
+
 _WARNED: set = set()
 
 
 class Worker:
-    """One fork-server. `run(job)` never raises for anything the program does: a dead or hung server is
-    killed, restarted on the next call, and the job comes back with status 'worker_died'."""
+    """One fork-server. `run(job, secret)` never raises: a dead or hung server is killed, restarted on the next
+    call, and the job comes back with status 'worker_died' (or 'sandbox_error' from the server) and a reason."""
 
     def __init__(self, slot: int):
         self.slot, self.proc, self.root, self._buf, self.restarts, self.layers = slot, None, None, b"", -1, {}
@@ -699,20 +1249,27 @@ class Worker:
                 _WARNED.add(layer)
                 logging.getLogger(__name__).warning("SANDBOX LAYER MISSING: %s %s", layer, state)
 
-    def run(self, job: dict) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
-            self.stop()
-            self.start()
+    def run(self, job: dict, secret: dict | None = None) -> dict:
+        """Run one job. `secret` (expected values) travels in a second frame that the server's supervisor reads
+        only after it has forked the child."""
         try:
-            self.proc.stdin.write((json.dumps(job) + "\n").encode())
+            if self.proc is None or self.proc.poll() is not None:
+                self.stop()
+                self.start()
+            public, hidden = json.dumps(job).encode(), json.dumps(secret or {}).encode()
+            self.proc.stdin.write(f"{len(public)} {len(hidden)}\n".encode() + public + hidden)
             self.proc.stdin.flush()
-            res = self._read(job["wall_s"] + 10.0)
-        except (OSError, ValueError):
-            res = None
-        if res is None:
+            phases = 2 if job["kind"] == "graded" else 1
+            res = self._read(phases * job["wall_s"] + 10.0)
+        except Exception as e:  # noqa: BLE001 - whatever the server did, the trainer gets a failed job
             self.stop()
-            return {"status": "worker_died", "code": -1, "stdout": "", "stderr": "", "result": "", "cpu_s": 0.0,
-                    "wall_s": 0.0}
+            return failed_result("worker_died", f"{type(e).__name__}: {str(e)[:200]}")
+        if not isinstance(res, dict) or "status" not in res:
+            self.stop()
+            return failed_result("worker_died", "no answer" if res is None else "malformed answer")
+        if res["status"] == "sandbox_error":
+            self.stop()  # the job stream may be out of step: start afresh
+            return failed_result("sandbox_error", str(res.get("reason", ""))[:300])
         return res
 
     def _read(self, timeout: float):
@@ -728,6 +1285,8 @@ class Worker:
             if not chunk:
                 return None
             self._buf += chunk
+            if len(self._buf) > 4 * RESULT_CAP:
+                raise SandboxError(f"server {self.slot} sent an answer line of more than {4 * RESULT_CAP} bytes")
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
@@ -745,12 +1304,25 @@ class Worker:
                     pass
             self.proc = None
         if self.root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            # The root is a mount point in the server's namespaces, and in each supervisor's copy of them: rmdir
+            # fails (EBUSY) until the supervisors, killed with the zygote (PR_SET_PDEATHSIG), have exited.
+            import time
+
+            for _ in range(250):
+                shutil.rmtree(self.root, ignore_errors=True)
+                if not os.path.exists(self.root):
+                    break
+                time.sleep(0.02)
+            else:
+                import logging
+
+                logging.getLogger(__name__).warning("sandbox server %s: could not remove %s", self.slot, self.root)
             self.root = None
 
 
 class WorkerPool:
-    """`n_workers` servers; `run_many(jobs)` runs them in parallel, one job per server at a time, in order."""
+    """`n_workers` servers; `run_many(pairs)` runs (job, secret) pairs in parallel, one job per server at a time,
+    results in the input order."""
 
     def __init__(self, n_workers: int):
         import queue
@@ -766,15 +1338,15 @@ class WorkerPool:
             self._idle.put(w)
         self._exec = ThreadPoolExecutor(n_workers, thread_name_prefix="sandbox")
 
-    def _run_one(self, job):
+    def _run_one(self, pair):
         w = self._idle.get()
         try:
-            return w.run(job)
+            return w.run(*pair)
         finally:
             self._idle.put(w)
 
-    def run_many(self, jobs: list[dict]) -> list[dict]:
-        return list(self._exec.map(self._run_one, jobs))
+    def run_many(self, pairs: list[tuple[dict, dict | None]]) -> list[dict]:
+        return list(self._exec.map(self._run_one, pairs))
 
     def close(self):
         self._exec.shutdown(wait=True)
