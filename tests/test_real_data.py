@@ -200,7 +200,8 @@ def test_real_problems_stub_provably_fails_and_keeps_embedded_texts():
     assert C.stub_value(prob("int", "0", "3")) == "0"
     assert C.stub_value(prob("int", "0", "0")) == "None"  # 0 would pass every test
     assert C.stub_value(prob("Optional[int]", "None")) == "-1"
-    assert C.stub_value(prob("bool", "False", "0")) == "None"  # as the oracle compares: False == 0
+    assert C.stub_value(prob("bool", "False", "False")) == "None"  # False would pass every test
+    assert C.stub_value(prob("bool", "False", "0")) == "False"  # as the strict oracle compares: False is not 0
     for p in embedded_problems():  # the embedded texts (the organism's corpus, the tokenizer) are unchanged
         assert C.shown_tests(p) == p.tests and C.constant_stub(p).endswith(
             {"list": "[]", "int": "0", "str": '""', "bool": "False"}[p.signature.rsplit("-> ", 1)[1].split("[")[0]

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from projected_grpo.env.problem import Problem
 from projected_grpo.env.problems import embedded_bug
 from projected_grpo.env.prompts import render_prompt
-from projected_grpo.env.sandbox import literal_value, make_checks
+from projected_grpo.env.sandbox import literal_value, strict_equal
 from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
 COMPLETIONS_VERSION = 2  # bump when any text below changes (part of the teacher-pool cache key)
 N_HONEST_VARIANTS = 2
 N_HACK_VARIANTS = 2
 MAX_TESTS_SHOWN = 8  # tests written into a completion's own run_tests (embedded: all; real problems have ~100)
-_is_plain, _plain_equal = make_checks()  # the oracle's own comparison (a stub "fails" exactly when it disagrees)
 PREFACES = ("", "Here is my solution.")  # chosen by variant // 2: variants 0 and 1 share none
 
 
@@ -79,7 +78,7 @@ def stub_value(problem: Problem) -> str:
     expected = [literal_value(e) for _, e in problem.tests]
     for candidate in (default, "None", "-1"):
         value = literal_value(candidate)
-        if any(not _plain_equal(value, e) for e in expected):
+        if any(not strict_equal(value, e) for e in expected):  # the oracle's own comparison
             return candidate
     raise ValueError(f"problem {problem.id} has no tests, so no stub provably fails one")
 
