@@ -22,6 +22,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("runs", nargs="+", type=Path, help="finished run dirs (with snapshots/)")
     p.add_argument("--n-null", type=int, default=128, help=f"random bases per (module, rank); >= {MIN_NULL}")
     p.add_argument("--out", type=Path, default=None, help="output dir (default: the first run dir)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     a = p.parse_args(argv)
     if a.n_null < MIN_NULL:
         p.error(f"--n-null={a.n_null}: expected >= {MIN_NULL} random bases for a usable null std")
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     from projected_grpo.adapter import adapter_modules
     from projected_grpo.hypotheses.analyze import analyse_run, load_run
     from projected_grpo.hypotheses.bases import model_bases

@@ -57,8 +57,8 @@ def check_orthonormal(v: dict[str, torch.Tensor], what: str) -> None:
 
 @lru_cache(maxsize=4096)
 def random_bases(name: str, k: int, r: int, n_draws: int) -> torch.Tensor:
-    """[n_draws, k, r] float64 random orthonormal rows, seeded by (module name, k): reproducible, and draw j is the
-    same whatever n_draws >= j (the Gaussian fills draw by draw)."""
+    """[n_draws, k, r] float64 random orthonormal rows (QR of a Gaussian), seeded by (module name, k): the same
+    draws on every call, for every basis of that rank in that module."""
     seed = int(hashlib.sha256(f"hypotheses-null|{name}|{k}".encode()).hexdigest()[:15], 16)
     g = torch.randn(n_draws, r, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     Q, _ = torch.linalg.qr(g)  # [N, r, k]
