@@ -103,7 +103,8 @@ def markdown(results: list[Result], bases: list[Basis], runs: list[str], n_null:
         f"z = (score − null mean) / null std over {n_null} random orthonormal bases of the same per-module ranks. "
         "R_w/ceiling = the score over the best any basis of those ranks can reach (a Δ-aligned basis captures all "
         "of Δ), i.e. the (family-balanced) fraction of Δ captured; ≤ 1 by construction. "
-        "Cells: mean ± std over the arm's runs (seeds).",
+        "Cells: mean ± std over the arm's runs (seeds). R_w rewards low rank (a rank-1 basis can reach r, a "
+        "rank-5 one r/5): compare bases of different ranks by z or R_w/ceiling.",
         "",
     ]
     for (arm, target), by_basis in groups(results).items():
@@ -124,7 +125,7 @@ def scatter(results: list[Result], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     gs = groups(results)
-    fig, axes = plt.subplots(1, len(gs), figsize=(5.2 * len(gs), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(gs), figsize=(6.4 * len(gs), 4.8), squeeze=False)
     for ax, ((arm, target), by_basis) in zip(axes[0], gs.items()):
         for name, rs in by_basis.items():
             x = max(mean_std([r.act[COMBINED].value for r in rs])[0], 1e-3)
@@ -142,7 +143,7 @@ def scatter(results: list[Result], path: Path) -> None:
         ax.set_title(f"{arm}: {target} (n={len(next(iter(by_basis.values())))})", fontsize=9)
         h, lab = ax.get_legend_handles_labels()
         uniq = dict(zip(lab, h))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower right")
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
