@@ -158,10 +158,11 @@ def test_route2_quarantine_target_is_its_knob_space_part():
     s = torch.randn(m.r, generator=torch.Generator().manual_seed(0))
     B, A = m.U.float() * s, m.Vh.float()  # B [d_out, r], A [r, d_in]: B A = U diag(s) Vh
     zero = {n: torch.zeros(m.r)}
-    snap = lambda B_, A_, step: Snapshot(step, zero, zero, {n: A_}, {n: B_})  # noqa: E731
-    run = Run(None, None, "route2", 0, [snap(torch.zeros_like(B), A, 0), snap(B, A, 5)], [])
+    snap = lambda B_, A_, step, ds=zero: Snapshot(step, ds, zero, {n: A_}, {n: B_})  # noqa: E731
+    run = Run(None, None, "route2", 0, [snap(torch.zeros_like(B), A, 0, {n: s}), snap(B, A, 5, {n: 3 * s})], [])
     assert torch.allclose(cumulative(run, "route2_quarantine", 1, mods)[n], s, atol=1e-4)
-    assert torch.allclose(cumulative(run, "delta_s", 1, mods)[n], torch.zeros(m.r))
+    assert torch.allclose(cumulative(run, "delta_s", 1, mods)[n], 2 * s)  # minus snapshot 0
+    assert torch.allclose(cumulative(run, "delta_s_hack", 1, mods)[n], torch.zeros(m.r))
     outside = torch.randn(m.out_features, 1) @ torch.randn(1, m.in_features)
     outside = outside - m.U.float() @ torch.diag(torch.diagonal(m.U.float().T @ outside @ m.Vh.float().T)) @ m.Vh.float()
     run.snaps[1] = snap(outside, torch.eye(m.in_features), 5)
