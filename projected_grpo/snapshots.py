@@ -88,9 +88,7 @@ def load_all(run_dir: Path) -> list[Snapshot]:
     d = Path(run_dir) / SNAPSHOT_DIR
     files = sorted(p for p in d.glob("*.safetensors") if _FILE.match(p.name)) if d.is_dir() else []
     if not files:
-        raise SnapshotError(
-            f"no knob snapshots in {d}; train with trainer.snapshot_every=N (N > 0) to write them"
-        )
+        raise SnapshotError(f"no knob snapshots in {d}; train with trainer.snapshot_every=N (N > 0) to write them")
     snaps = [load(p) for p in files]
     if snaps[0].step != 0:
         raise SnapshotError(f"{d}: the first snapshot is step {snaps[0].step}, expected step 0 (the initial knobs)")

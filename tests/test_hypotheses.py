@@ -33,7 +33,9 @@ def planted(k=4, frac=0.6, seed=0, spread=True):
         inside = torch.randn(k, generator=g, dtype=torch.float64) @ Q[:k]
         outside = torch.randn(r - k, generator=g, dtype=torch.float64) @ Q[k:]
         scale = 10.0**i if spread else 1.0  # very different module norms: family balance must not care
-        delta[n] = (scale * (math.sqrt(frac) * inside / inside.norm() + math.sqrt(1 - frac) * outside / outside.norm())).float()
+        delta[n] = (
+            scale * (math.sqrt(frac) * inside / inside.norm() + math.sqrt(1 - frac) * outside / outside.norm())
+        ).float()
     return B, delta
 
 
@@ -61,8 +63,9 @@ def test_ceiling_bounds_every_basis_and_the_delta_aligned_basis_reaches_it():
     # kills: a ceiling computed from the basis' own captured share, or not matched to the basis' ranks
     B, delta = planted(4, 0.3, seed=3)
     ceil = ceiling_basis(delta, [], 4)
-    assert torch.allclose(ceil[names()[0]][0].double(), delta[names()[0]].double() / delta[names()[0]].norm(), atol=1e-5) or \
-        torch.allclose(-ceil[names()[0]][0].double(), delta[names()[0]].double() / delta[names()[0]].norm(), atol=1e-5)
+    assert torch.allclose(
+        ceil[names()[0]][0].double(), delta[names()[0]].double() / delta[names()[0]].norm(), atol=1e-5
+    ) or torch.allclose(-ceil[names()[0]][0].double(), delta[names()[0]].double() / delta[names()[0]].norm(), atol=1e-5)
     s = score(ceil, delta, 100, "ceiling")
     for f in [*R, COMBINED]:
         assert s[f].of_ceiling == pytest.approx(1.0, abs=1e-5)
@@ -158,13 +161,15 @@ def test_route2_quarantine_target_is_its_knob_space_part():
     s = torch.randn(m.r, generator=torch.Generator().manual_seed(0))
     B, A = m.U.float() * s, m.Vh.float()  # B [d_out, r], A [r, d_in]: B A = U diag(s) Vh
     zero = {n: torch.zeros(m.r)}
-    snap = lambda B_, A_, step, ds=zero: Snapshot(step, ds, zero, {n: A_}, {n: B_})  # noqa: E731
+    snap = lambda B_, A_, step, ds=zero: Snapshot(step, ds, zero, {n: A_}, {n: B_})
     run = Run(None, None, "route2", 0, [snap(torch.zeros_like(B), A, 0, {n: s}), snap(B, A, 5, {n: 3 * s})], [])
     assert torch.allclose(cumulative(run, "route2_quarantine", 1, mods)[n], s, atol=1e-4)
     assert torch.allclose(cumulative(run, "delta_s", 1, mods)[n], 2 * s)  # minus snapshot 0
     assert torch.allclose(cumulative(run, "delta_s_hack", 1, mods)[n], torch.zeros(m.r))
     outside = torch.randn(m.out_features, 1) @ torch.randn(1, m.in_features)
-    outside = outside - m.U.float() @ torch.diag(torch.diagonal(m.U.float().T @ outside @ m.Vh.float().T)) @ m.Vh.float()
+    outside = (
+        outside - m.U.float() @ torch.diag(torch.diagonal(m.U.float().T @ outside @ m.Vh.float().T)) @ m.Vh.float()
+    )
     run.snaps[1] = snap(outside, torch.eye(m.in_features), 5)
     run.snaps[0] = snap(torch.zeros_like(outside), torch.eye(m.in_features), 0)
     assert float(cumulative(run, "route2_quarantine", 1, mods)[n].abs().max()) < 1e-4
@@ -202,12 +207,17 @@ def test_cli_on_a_route_run(tmp_path):
     assert main([str(run), "--n-null", "100", "--out", str(tmp_path / "out")]) == 0
     for name in (CSV_NAME, MD_NAME, SCATTER_NAME, TRAJ_NAME):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    rows = list(csv.DictReader(open(tmp_path / "out" / CSV_NAME)))
+    with open(tmp_path / "out" / CSV_NAME) as f:
+        rows = list(csv.DictReader(f))
     assert {r["target"] for r in rows} == {"delta_s", "delta_s_hack"}
     assert all(float(r["R_w_over_ceiling"]) <= 1 + 1e-6 for r in rows)
     comb = {(r["target"], r["basis"]): r for r in rows if r["family"] == "combined"}
     assert float(comb[("delta_s", "ceiling")]["R_w_over_ceiling"]) == pytest.approx(1.0, abs=1e-5)
     for t in ("delta_s", "delta_s_hack"):
-        assert float(comb[(t, "v_hack shuffled")]["R_w"]) == pytest.approx(float(comb[(t, "v_hack (as used)")]["R_w"]), rel=1e-5)
+        assert float(comb[(t, "v_hack shuffled")]["R_w"]) == pytest.approx(
+            float(comb[(t, "v_hack (as used)")]["R_w"]), rel=1e-5
+        )
     assert abs(float(comb[("delta_s", "random (one draw)")]["z_w"])) < 4
-    assert {"V mode=run_tests", "V mode=sentinel", "solve", "route2 v_grad", "early (first quarter)"} <= {b for _, b in comb}
+    assert {"V mode=run_tests", "V mode=sentinel", "solve", "route2 v_grad", "early (first quarter)"} <= {
+        b for _, b in comb
+    }

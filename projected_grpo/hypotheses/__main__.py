@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix_str("building bases")
             torch.manual_seed(0)
             s = build_setup(run.cfg, run.path, with_v_hack=False)
-            cache[key] = (*model_bases(run.cfg, s.model, s.tokenizer, s.problems, s.cache_dir), adapter_modules(s.model))
+            cache[key] = (
+                *model_bases(run.cfg, s.model, s.tokenizer, s.problems, s.cache_dir),
+                adapter_modules(s.model),
+            )
         bases, X_act, modules = cache[key]
         bar.set_postfix_str(f"{run.arm} seed {run.seed}")
         res, traj, used = analyse_run(run, bases, X_act, modules, a.n_null)

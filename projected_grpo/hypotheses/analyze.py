@@ -41,7 +41,11 @@ def arm_label(cfg) -> str:
     if mode == ProjectionMode.none:
         return "vanilla"
     src = getattr(cfg.vhack.source, "value", cfg.vhack.source)
-    extra = f"_{getattr(cfg.projection.route2.mask, 'value', cfg.projection.route2.mask)}" if mode == ProjectionMode.route2 else ""
+    extra = (
+        f"_{getattr(cfg.projection.route2.mask, 'value', cfg.projection.route2.mask)}"
+        if mode == ProjectionMode.route2
+        else ""
+    )
     return f"{mode.value}{extra}_{src}"
 
 
@@ -71,7 +75,9 @@ def cumulative(run: Run, target: str, i: int, modules: dict[str, AntiPaSTOLinear
     if target == "route2_quarantine":
         if not b.B_q:
             return {}
-        return {n: _diag_part(modules[n], b.A_q[n], b.B_q[n]) - _diag_part(modules[n], a.A_q[n], a.B_q[n]) for n in b.B_q}
+        return {
+            n: _diag_part(modules[n], b.A_q[n], b.B_q[n]) - _diag_part(modules[n], a.A_q[n], a.B_q[n]) for n in b.B_q
+        }
     return {n: getattr(b, target)[n] - getattr(a, target)[n] for n in getattr(b, target)}
 
 
@@ -117,7 +123,8 @@ def analyse_run(run: Run, model_bases: list[Basis], X_act: dict[str, torch.Tenso
         if early:
             steps = [s.step for s in run.snaps if 0 < s.step <= run.snaps[-1].step / 4]
             bases.append(Basis("early (first quarter)", Kind.data, early,
-                               f"top-{k} directions of the cumulative deltas at snapshot steps {steps} (<= 1/4 of the run)"))  # fmt: skip
+                               f"top-{k} directions of the cumulative deltas at snapshot steps {steps} (<= 1/4 of the run); "
+                               f"Δ contains that early part, so this is partly circular"))  # fmt: skip
         earlier = [cumulative(run, target, i, modules) for i in range(last - 1, 0, -1)]
         bases.append(Basis("ceiling", Kind.ceiling, ceiling_basis(delta, earlier, k),
                            f"Δ̂ then the earlier snapshots' deltas, orthonormalised, rank {k}: captures all of Δ"))  # fmt: skip

@@ -96,15 +96,17 @@ def markdown(results: list[Result], bases: list[Basis], runs: list[str], n_null:
         "",
         f"Runs ({len(runs)}): " + ", ".join(f"`{r}`" for r in runs),
         "",
-        "R_w = share of the learned knob delta Δ's squared norm a basis captures ÷ its random expectation (rank/r), "
-        "per module family (q/k/v/o/gate/up/down) and `combined` = the families' mean (equal weight). "
-        "R_act = the same ratio, averaged over held-out (hack − clean) per-completion δS-gradient differences "
-        "(pairs of problems no basis is built from). 1.0 = chance. "
-        f"z = (score − null mean) / null std over {n_null} random orthonormal bases of the same per-module ranks. "
-        "R_w/ceiling = the score over the best any basis of those ranks can reach (a Δ-aligned basis captures all "
-        "of Δ), i.e. the (family-balanced) fraction of Δ captured; ≤ 1 by construction. "
-        "Cells: mean ± std over the arm's runs (seeds). R_w rewards low rank (a rank-1 basis can reach r, a "
-        "rank-5 one r/5): compare bases of different ranks by z or R_w/ceiling.",
+        (
+            "R_w = share of the learned knob delta Δ's squared norm a basis captures ÷ its random expectation (rank/r), "
+            "per module family (q/k/v/o/gate/up/down) and `combined` = the families' mean (equal weight). "
+            "R_act = the same ratio, averaged over held-out (hack − clean) per-completion δS-gradient differences "
+            "(pairs of problems no basis is built from). 1.0 = chance. "
+            f"z = (score − null mean) / null std over {n_null} random orthonormal bases of the same per-module ranks. "
+            "R_w/ceiling = the score over the best any basis of those ranks can reach (a Δ-aligned basis captures all "
+            "of Δ), i.e. the (family-balanced) fraction of Δ captured; ≤ 1 by construction. "
+            "Cells: mean ± std over the arm's runs (seeds). R_w rewards low rank (a rank-1 basis can reach r, a "
+            "rank-5 one r/5): compare bases of different ranks by z or R_w/ceiling."
+        ),
         "",
     ]
     for (arm, target), by_basis in groups(results).items():
@@ -146,7 +148,7 @@ def scatter(results: list[Result], path: Path) -> None:
         ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -174,7 +176,7 @@ def trajectory(trajs: list[Trajectory], path: Path) -> None:
     bot.set_xlabel("optimizer step")
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 

@@ -65,8 +65,9 @@ def random_bases(name: str, k: int, r: int, n_draws: int) -> torch.Tensor:
     return Q.transpose(1, 2).contiguous()
 
 
-def _family_ratios(captured: dict[str, torch.Tensor], chance: dict[str, torch.Tensor],
-                   total: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def _family_ratios(
+    captured: dict[str, torch.Tensor], chance: dict[str, torch.Tensor], total: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """captured[m]: [..., n]; chance[m], total[m]: [n] -> family -> [...] (mean over samples of the ratio).
     With `total` given, the ratio is total/chance over modules with k_m > 0 (the ceiling) instead."""
     fams: dict[str, list[str]] = {}
@@ -136,13 +137,12 @@ def score(v: dict[str, torch.Tensor], X: dict[str, torch.Tensor], n_null: int, w
     real = _with_combined(_family_ratios(captured, chance))
     null = _with_combined(_family_ratios(null_cap, chance))
     ceil = _with_combined(_family_ratios(captured, chance, total))
-    return {
-        f: Score(float(real[f]), float(null[f].mean()), float(null[f].std()), float(ceil[f]), n_null) for f in real
-    }
+    return {f: Score(float(real[f]), float(null[f].mean()), float(null[f].std()), float(ceil[f]), n_null) for f in real}
 
 
-def ceiling_basis(delta: dict[str, torch.Tensor], extra: list[dict[str, torch.Tensor]], k: int, seed: int = 0
-                  ) -> dict[str, torch.Tensor]:
+def ceiling_basis(
+    delta: dict[str, torch.Tensor], extra: list[dict[str, torch.Tensor]], k: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """The rank-k ceiling basis per module: Δ̂ first, then the `extra` directions (e.g. the trajectory's earlier
     deltas) Gram-Schmidt-orthogonalised, then seeded random directions if those run out. name -> [k, r]."""
     out = {}
@@ -150,7 +150,9 @@ def ceiling_basis(delta: dict[str, torch.Tensor], extra: list[dict[str, torch.Te
         r = d.shape[-1]
         kk = min(k, r)
         g = torch.Generator().manual_seed(int(hashlib.sha256(f"ceiling|{seed}|{m}".encode()).hexdigest()[:15], 16))
-        cols = [d.double()] + [e[m].double() for e in extra] + list(torch.randn(kk, r, generator=g, dtype=torch.float64))
+        cols = (
+            [d.double()] + [e[m].double() for e in extra] + list(torch.randn(kk, r, generator=g, dtype=torch.float64))
+        )
         Q, _ = torch.linalg.qr(torch.stack(cols, 1))  # [r, n_cols] Householder: orthonormal whatever the rank
         out[m] = Q[:, :kk].T.float().contiguous()
     return out
