@@ -22,6 +22,7 @@ CSV_COLUMNS = [
     "R_w", "R_w_null_mean", "R_w_null_std", "z_w", "R_w_ceiling", "R_w_over_ceiling",
     "R_act", "R_act_null_mean", "R_act_null_std", "z_act",
 ]  # fmt: skip
+ROLLING = 5  # steps in the trajectory plot's running mean of the hack rate
 KIND_COLOURS = {Kind.hack.value: "tab:red", Kind.control.value: "tab:gray", Kind.solve.value: "tab:blue",
                 Kind.data.value: "tab:green", Kind.ceiling.value: "black"}  # fmt: skip
 
@@ -158,7 +159,7 @@ def trajectory(trajs: list[Trajectory], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bot) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (top, bot) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for i, t in enumerate(trajs):
         c = f"C{i % 10}"
         label = f"{t.arm} seed {t.seed}"
@@ -168,11 +169,14 @@ def trajectory(trajs: list[Trajectory], path: Path) -> None:
             hi = [m + 2 * s for m, s in zip(t.null_mean, t.null_std)]
             top.fill_between(t.steps, lo, hi, color="gray", alpha=0.25, label="random null ± 2 std")
         steps, hack = zip(*t.hack_s) if t.hack_s else ((), ())
-        bot.plot(steps, hack, "-", color=c, alpha=0.8, lw=1, label=label)
+        bot.plot(steps, hack, "-", color=c, alpha=0.25, lw=0.8)
+        w = ROLLING
+        smooth = [sum(hack[max(0, j - w + 1) : j + 1]) / len(hack[max(0, j - w + 1) : j + 1]) for j in range(len(hack))]
+        bot.plot(steps, smooth, "-", color=c, lw=1.6, label=label)
     top.axhline(1.0, ls="--", color="k", lw=0.8)
     top.set_ylabel(f"R_w of {VHACK_USED}\non the cumulative Δ (combined)")
-    top.legend(fontsize=7)
-    bot.set_ylabel("student hack rate (per step)")
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    bot.set_ylabel(f"student hack rate\n(per step; bold: {ROLLING}-step mean)")
     bot.set_xlabel("optimizer step")
     fig.tight_layout()
     with atomic_path(path) as tmp:
