@@ -135,6 +135,17 @@ def test_r_act_is_the_mean_over_samples_of_the_per_sample_ratio():
     assert score({"l.0.q_proj": Q[:k]}, X, 100)[COMBINED].value == pytest.approx(r / k / 2, rel=1e-5)
 
 
+def test_toward_share_reads_the_sign_of_v_delta():
+    # Δ = −a V_0 + b V_1 (a² = 3 b²): 3/4 of the captured mass has V Δ < 0 (hack-ward for a v_hack-oriented V).
+    # kills: a flipped sign (1/4), an unsquared share
+    from projected_grpo.hypotheses.score import toward_share
+
+    V = orthonormal(3, 10, 0)
+    d = -math.sqrt(3) * V[0] + V[1]
+    assert toward_share({"l.q_proj": V}, {"l.q_proj": d}) == pytest.approx(0.75, rel=1e-5)
+    assert math.isnan(toward_share({"l.q_proj": V}, {"l.q_proj": torch.zeros(10)}))
+
+
 def test_bad_inputs_fail_loud():
     _, delta = planted()
     n0 = names()[0]

@@ -14,7 +14,7 @@ from projected_grpo import snapshots
 from projected_grpo.adapter import AntiPaSTOLinear
 from projected_grpo.config import ProjectionMode, TrainConfig, validate
 from projected_grpo.hypotheses.bases import Basis, Kind, early_basis
-from projected_grpo.hypotheses.score import COMBINED, Score, ceiling_basis, score
+from projected_grpo.hypotheses.score import COMBINED, Score, ceiling_basis, score, toward_share
 
 # What a run's delta is taken of: the main knob; the quarantine knob (route); route2's quarantine LoRA, as the
 # part of B_q A_q that lies in the knob space: diag(Uᵀ B_q A_q Vhᵀ) [r] (the least-squares δS of that weight delta).
@@ -92,6 +92,7 @@ class Result:
     rank: str
     w: dict[str, Score]  # family | COMBINED -> R_w
     act: dict[str, Score]  # family | COMBINED -> R_act
+    toward: float  # score.toward_share of Δ (meaningful for oriented bases: hack detectors, solve, shuffled)
 
 
 @dataclass
@@ -131,7 +132,8 @@ def analyse_run(run: Run, model_bases: list[Basis], X_act: dict[str, torch.Tenso
         for b in bases:
             v = {n: t for n, t in b.v.items() if n in delta}
             results.append(Result(str(run.path), run.arm, run.seed, target, b.name, b.kind.value, b.rank,
-                                  score(v, delta, n_null, b.name), score(b.v, X_act, n_null, b.name)))  # fmt: skip
+                                  score(v, delta, n_null, b.name), score(b.v, X_act, n_null, b.name),
+                                  toward_share(v, delta)))  # fmt: skip
             if progress is not None:
                 progress.update(1)
         if target == "delta_s":

@@ -20,8 +20,9 @@ SCATTER_NAME, TRAJ_NAME = "hypotheses_scatter.png", "hypotheses_trajectory.png"
 CSV_COLUMNS = [
     "run", "arm", "seed", "target", "basis", "kind", "rank", "family",
     "R_w", "R_w_null_mean", "R_w_null_std", "z_w", "R_w_ceiling", "R_w_over_ceiling",
-    "R_act", "R_act_null_mean", "R_act_null_std", "z_act",
+    "R_act", "R_act_null_mean", "R_act_null_std", "z_act", "toward",
 ]  # fmt: skip
+ORIENTED = (Kind.hack.value, Kind.solve.value, Kind.control.value)  # kinds whose rows have a meaningful sign
 ROLLING = 5  # steps in the trajectory plot's running mean of the hack rate
 KIND_COLOURS = {Kind.hack.value: "tab:red", Kind.control.value: "tab:gray", Kind.solve.value: "tab:blue",
                 Kind.data.value: "tab:green", Kind.ceiling.value: "black"}  # fmt: skip
@@ -36,7 +37,8 @@ def csv_text(results: list[Result]) -> str:
             sa = r.act.get(f)
             act = [sa.value, sa.null_mean, sa.null_std, sa.z] if sa is not None else ["", "", "", ""]
             w.writerow([r.run, r.arm, r.seed, r.target, r.basis, r.kind, r.rank, f,
-                        sw.value, sw.null_mean, sw.null_std, sw.z, sw.ceiling, sw.of_ceiling, *act])  # fmt: skip
+                        sw.value, sw.null_mean, sw.null_std, sw.z, sw.ceiling, sw.of_ceiling, *act,
+                        r.toward if f == COMBINED else ""])  # fmt: skip
     return buf.getvalue()
 
 
@@ -72,10 +74,12 @@ def ranked_table(by_basis: dict[str, list[Result]]) -> str:
         rows.append((mean_std([s.value for s in w])[0], [
             name, rs[0].kind, rs[0].rank, cell([s.value for s in w]), cell([s.z for s in w], ".1f"),
             cell([s.of_ceiling for s in w], ".3f"), cell([s.value for s in a]), cell([s.z for s in a], ".1f"),
+            cell([r.toward for r in rs]) if rs[0].kind in ORIENTED else "-",
             f"{w[0].null_mean:.2f} ± {w[0].null_std:.2f}",
         ]))  # fmt: skip
     rows.sort(key=lambda x: -x[0] if not math.isnan(x[0]) else math.inf)
-    head = ["basis", "kind", "rank", "R_w", "z (R_w)", "R_w/ceiling", "R_act", "z (R_act)", "R_w null (1 run)"]
+    head = ["basis", "kind", "rank", "R_w", "z (R_w)", "R_w/ceiling", "R_act", "z (R_act)", "toward",
+            "R_w null (1 run)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for _, r in rows]
     return "\n".join(lines)
@@ -106,7 +110,9 @@ def markdown(results: list[Result], bases: list[Basis], runs: list[str], n_null:
             "R_w/ceiling = the score over the best any basis of those ranks can reach (a Δ-aligned basis captures all "
             "of Δ), i.e. the (family-balanced) fraction of Δ captured; ≤ 1 by construction. "
             "Cells: mean ± std over the arm's runs (seeds). R_w rewards low rank (a rank-1 basis can reach r, a "
-            "rank-5 one r/5): compare bases of different ranks by z or R_w/ceiling."
+            "rank-5 one r/5): compare bases of different ranks by z or R_w/ceiling. `toward` = of the Δ mass a basis "
+            "captures, the share with V Δ < 0, i.e. moved toward the basis' positive side (hack-ward for v_hack, "
+            "honest-ward for solve; 0.5 = no preferred sign; for random it is arbitrary)."
         ),
         "",
     ]

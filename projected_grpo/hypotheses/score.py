@@ -156,3 +156,15 @@ def ceiling_basis(
         Q, _ = torch.linalg.qr(torch.stack(cols, 1))  # [r, n_cols] Householder: orthonormal whatever the rank
         out[m] = Q[:, :kk].T.float().contiguous()
     return out
+
+
+def toward_share(v: dict[str, torch.Tensor], delta: dict[str, torch.Tensor]) -> float:
+    """Of the squared mass of Δ a basis captures (pooled over modules), the share with V Δ < 0: for a basis oriented
+    like v_hack (c = V g > 0 means descending g lowers the hack's NLL relative to the clean one's) and an update
+    Δ ≈ −lr g, the share that moved hack-ward. 0.5 when the basis' orientation is unrelated to Δ's sign."""
+    neg = tot = 0.0
+    for m, V in v.items():
+        c = V.double() @ delta[m].double().reshape(-1)  # [k]
+        neg += float(c.clamp(max=0).pow(2).sum())
+        tot += float(c.pow(2).sum())
+    return neg / tot if tot > 0 else math.nan
