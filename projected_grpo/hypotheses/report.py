@@ -134,8 +134,12 @@ def scatter(results: list[Result], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     gs = groups(results)
-    fig, axes = plt.subplots(1, len(gs), figsize=(6.4 * len(gs), 4.8), squeeze=False)
-    for ax, ((arm, target), by_basis) in zip(axes[0], gs.items()):
+    ncols = min(2, len(gs))
+    nrows = math.ceil(len(gs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.6 * ncols, 4.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(gs) :]:
+        ax.set_visible(False)
+    for ax, ((arm, target), by_basis) in zip(axes.flat, gs.items()):
         for name, rs in by_basis.items():
             x = max(mean_std([r.act[COMBINED].value for r in rs])[0], 1e-3)
             y = max(mean_std([r.w[COMBINED].value for r in rs])[0], 1e-3)
