@@ -227,6 +227,7 @@ class TrainerConfig:
     temperature: float = 1.0
     eval_every: int = 10
     ckpt_every: int = 10
+    snapshot_every: int = 0  # knob snapshots (projected_grpo/snapshots.py) at step 0, every N steps, the end; 0 = none
     resume: bool = False
     n_eval_prompts: int = 8
     eval_split: str = "heldout"  # eval prompts: the first n_eval_prompts problems of this split ("heldout" | "train")
@@ -352,6 +353,7 @@ def validate(cfg) -> None:
     _check(t.max_new_tokens >= 1, "trainer.max_new_tokens", t.max_new_tokens, "an integer >= 1")
     _check(t.temperature > 0, "trainer.temperature", t.temperature, "a number > 0")
     _check(t.eval_every >= 0, "trainer.eval_every", t.eval_every, "an integer >= 0 (0 = only at the end)")
+    _check(t.snapshot_every >= 0, "trainer.snapshot_every", t.snapshot_every, "an integer >= 0 (0 = no snapshots)")
     _check(t.ckpt_every >= 0, "trainer.ckpt_every", t.ckpt_every, "an integer >= 0 (0 = only at the end)")
     _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "'none' or 'wandb'")
     _check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode, "offline|online|disabled")

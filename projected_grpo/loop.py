@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from projected_grpo import snapshots
 from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, deployed, folded, reference_model, wrap_model
 from projected_grpo.atomic import atomic_path, write_json
@@ -564,8 +565,10 @@ class Trainer:
         t_start = time.perf_counter()
         rows = read_rows(self.tracker.path)
         bar = tqdm(total=self.t.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        snapshots.maybe_save(self.s.run_dir, self.step, self.t.snapshot_every, self.modules)  # step 0 (knob snapshots)
         while self.step < self.t.steps:
             row = self.train_step()
+            snapshots.maybe_save(self.s.run_dir, self.step, self.t.snapshot_every, self.modules)
             self.tracker.log(row)
             rows.append(row)
             bar.update(1)
@@ -576,6 +579,7 @@ class Trainer:
             if self.t.ckpt_every and self.step % self.t.ckpt_every == 0:
                 self.save_checkpoint()
         bar.close()
+        snapshots.maybe_save(self.s.run_dir, self.step, self.t.snapshot_every, self.modules, final=True)
         final = self.deploy_eval()
         self.save_checkpoint()
         summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start, self.s.data.counts())
