@@ -182,8 +182,8 @@ def test_killed_worker_is_restarted(grader):
     assert reward.passed and reward.gt_correct
 
 
-def test_worker_dying_mid_job_fails_that_job_only(grader):
-    grader.cpu_limit(PROBLEM)
+def grade_while_killing_the_servers(grader):
+    """Grade a sleeping completion and SIGKILL every server while it runs; returns its Reward."""
     out = {}
     t = threading.Thread(target=lambda: out.update(r=grader.grade(fenced("import time\ntime.sleep(100)\n" + CANON),
                                                                    PROBLEM, Mode.exit_code)))
@@ -193,8 +193,15 @@ def test_worker_dying_mid_job_fails_that_job_only(grader):
         if w.proc is not None:
             os.kill(w.proc.pid, 9)
     t.join(30)
-    assert not t.is_alive() and not out["r"].passed and not out["r"].gt_correct
-    assert out["r"].mechanism in ("grade_error:worker_died", "timeout"), out["r"]
+    assert not t.is_alive()
+    return out["r"]
+
+
+def test_worker_dying_mid_job_fails_that_job_only(grader):
+    grader.cpu_limit(PROBLEM)
+    r = grade_while_killing_the_servers(grader)
+    assert not r.passed and not r.gt_correct
+    assert r.mechanism in ("grade_error:worker_died", "timeout"), r
     reward = grader.grade(fenced(CANON), PROBLEM, Mode.exit_code)
     assert reward.passed and reward.gt_correct
     time.sleep(0.2)  # the orphaned sleeper dies with its server (PR_SET_PDEATHSIG)
@@ -406,16 +413,8 @@ def test_a_verdict_bug_is_a_counted_grade_error_logged_once(grader, monkeypatch,
 def test_dead_server_is_a_counted_grade_error(grader):
     grader.cpu_limit(PROBLEM)
     grader.take_grade_errors()
-    out = {}
-    t = threading.Thread(target=lambda: out.update(r=grader.grade(fenced("import time\ntime.sleep(100)\n" + CANON),
-                                                                   PROBLEM, Mode.exit_code)))
-    t.start()
-    time.sleep(0.5)
-    for w in grader.pool.workers:
-        if w.proc is not None:
-            os.kill(w.proc.pid, 9)
-    t.join(30)
-    assert out["r"].mechanism == "grade_error:worker_died", out["r"]
+    r = grade_while_killing_the_servers(grader)
+    assert r.mechanism == "grade_error:worker_died", r
     assert grader.take_grade_errors() == {"worker_died": 1}
     assert grader.grade(fenced(CANON), PROBLEM, Mode.exit_code).gt_correct
 
