@@ -20,7 +20,7 @@ FAST = [
     "trainer.max_new_tokens=12",
     "trainer.group=4",
     "trainer.prompts_per_step=2",
-    "trainer.n_eval_prompts=2",
+    "trainer.eval_prompts_per_mode=1",
     "trainer.eval_every=0",
     "vhack.n_pairs=12",
 ]

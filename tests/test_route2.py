@@ -330,7 +330,7 @@ def test_project_grads_removes_nothing_under_route2():
 # ---------------------------------------------------------------------------------------------------
 # Through the CLI
 
-QUICK = ["trainer.max_new_tokens=16", "trainer.group=4", "trainer.prompts_per_step=1", "trainer.n_eval_prompts=2",
+QUICK = ["trainer.max_new_tokens=16", "trainer.group=4", "trainer.prompts_per_step=1", "trainer.eval_prompts_per_mode=1",
          "trainer.eval_every=0"]  # fmt: skip
 
 
