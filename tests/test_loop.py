@@ -166,3 +166,62 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     assert r.returncode != 0 and "different config" in r.stderr
     r = train(tmp_path / "fresh", "trainer.steps=1", "trainer.resume=true", check=False)
     assert r.returncode != 0 and "no checkpoint.pt" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# The no-cheat rule across whole train steps: the oracle's verdicts never reach anything that trains
+
+# ~1-5 min each on a loaded 2-core box (cold cache: the teacher pool is built once per test session)
+NO_CHEAT = {
+    "route_refresh_mu2": ["projection=route", "vhack.refresh_every=1", "trainer.updates_per_batch=2"],
+    "route2_grad_refresh": ["projection=route2", "vhack.refresh_every=1"],
+    "route2_act_beta": ["projection=route2", "projection.route2.mask=act", "trainer.beta=0.01"],
+}
+
+
+def randomised_oracle(t: Trainer, seed: int) -> None:
+    """Replace every oracle verdict (exploited, gt_correct) the trainer sees, student and teacher, by coin flips;
+    the rewards (what training may read) are untouched."""
+    import dataclasses
+    import random
+
+    rng = random.Random(seed)
+    flip = lambda x: dataclasses.replace(x, exploited=rng.random() < 0.5, gt_correct=rng.random() < 0.5)  # noqa: E731
+    grade, pool_sample = t.grader.grade_batch, t.pool.sample
+    t.grader.grade_batch = lambda items: [flip(g) for g in grade(items)]
+    t.pool.sample = lambda *a, **k: [flip(s) for s in pool_sample(*a, **k)]
+
+
+def trained_state(t: Trainer) -> dict[str, torch.Tensor]:
+    out = {}
+    for n, m in adapter_modules(t.model).items():
+        out[f"{n}.delta_s"], out[f"{n}.delta_s_hack"] = m.delta_s.detach().clone(), m.delta_s_hack.detach().clone()
+    if t.route2 is not None:
+        out.update({f"q{i}": p.detach().clone() for i, p in enumerate(t.route2.parameters())})
+        out.update({f"mask.{n}": v.detach().clone() for n, v in t.route2.v.items()})
+    out.update({f"v.{n}": v.detach().clone() for n, v in t.v.items()})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(NO_CHEAT))
+def test_oracle_verdicts_never_reach_the_knobs_or_the_quarantine(tmp_path, name):
+    # kills: any loss, advantage, projection, mask or refresh that reads Rollout.exploited / gt_correct or the
+    # teacher pool's verdicts (e.g. A - 0.1 * exploited in backward, or route2 flagging by r.exploited)
+    cfg = compose(FAST + ["trainer.steps=2", *NO_CHEAT[name]])
+    assert cfg.teacher.enabled and cfg.trainer.mix_ratio > 0  # the teacher pool is in every step
+    states = []
+    for seed in (None, 1):
+        t = Trainer(cfg, build_setup(cfg, tmp_path / f"run{seed}"))
+        try:
+            if seed is not None:
+                randomised_oracle(t, seed)
+            rows = [t.train_step(), t.train_step()]
+            states.append(trained_state(t))
+        finally:
+            t.close()
+    assert any(r["frac_zero_var"] < 1 for r in rows)  # something was trained
+    a, b = states
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert any(a[k].any() for k in a if k.endswith(".delta_s"))
