@@ -375,7 +375,7 @@ class Trainer:
             "kl": mean(x["kl"] for x in bs),
             "frac_zero_var": bs[0]["frac_zero_var"],
             "cin_s": mean(cin(self.v, x["g_s"]) for x in bs),
-            "cin_t": mean(cin(self.v, x["g_t"]) for x in bs) if bs[0]["teacher_in_loss"] else None,
+            "cin_t": mean(cin_of_teacher(self.v, x) for x in bs) if bs[0]["teacher_in_loss"] else None,
         }
         timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"]
         self.sched.step()
@@ -573,6 +573,11 @@ def refreshed_v_hack(cfg: DictConfig, model, tok, problems) -> dict[str, torch.T
         vh = vhack_mod.random_control(vh, int(v.seed))
     dev = next(model.parameters()).device
     return {n: t.to(dev) for n, t in vh.v.items()}
+
+
+def cin_of_teacher(v: dict[str, torch.Tensor], b: dict) -> float | None:
+    """cin of the teacher samples' δS gradient; None (undefined, not 0) when no teacher sample was in the loss."""
+    return cin(v, b["g_t"]) if b["teacher_in_loss"] else None
 
 
 def postfix(row: dict) -> str:

@@ -110,6 +110,8 @@ ARMS = [
     ["vhack.source=random"],
     ["vhack.refresh_every=1"],
     ["trainer.beta=0.01"],
+    ["trainer.updates_per_batch=2", "trainer.beta=0.01"],
+    ["projection=route", "projection.space=grad"],  # the original method's variant stays selectable
 ]
 
 
@@ -123,10 +125,14 @@ def test_cli_arms_write_metrics_and_summary(tmp_path, arm):
         assert set(r) == set(STEP_METRICS + PER_MODE)
         assert r["cin"] is not None and r["cin_null"] > 0 and r["hack_t"] is not None
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["steps"] == 3 and "hack_s" in s["last5"] and "kept" in s["deploy"]
+    assert s["steps"] == 3 and "hack_s" in s["last5"]
+    for split in ("heldout", "train"):  # balanced: the same number of prompts per mode, n and Wilson CIs
+        ev = s["deploy"][split]["kept"]
+        assert {m["n"] for m in ev["modes"].values()} == {4} and len(ev["modes"]) == 4  # 1 prompt x 4 samples
+        assert ev["hack"]["n"] == 16 and len(ev["hack"]["ci95"]) == 2
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "done"
-    if arm == ["projection=route"]:
-        assert "ablated" in s["deploy"]
+    if arm and arm[0] == "projection=route":
+        assert all("ablated" in s["deploy"][split] for split in ("heldout", "train"))
     if arm == ["vhack.refresh_every=1"]:
         assert all(r["basis_overlap"] is not None for r in rs)
     if arm == []:  # erase, one-sided, grad space: nothing hack-ward survives in the gradient
@@ -225,3 +231,45 @@ def test_oracle_verdicts_never_reach_the_knobs_or_the_quarantine(tmp_path, name)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     assert any(a[k].any() for k in a if k.endswith(".delta_s"))
+
+
+def test_later_updates_of_a_batch_use_the_sampling_policys_logprobs(trainer):
+    # kills: the old call token_loss_sum(logp, logp.detach(), ...) at every update (ratio always 1, clip inert),
+    # and old log-probs re-taken after the knobs moved
+    rs = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    b1 = trainer.backward(rs)
+    mods = adapter_modules(trainer.model)
+    try:
+        with torch.no_grad():
+            for i, m in enumerate(mods.values()):  # the "first update": move the knobs
+                m.delta_s.copy_(0.5 * torch.randn(m.r, generator=torch.Generator().manual_seed(i)))
+        b2 = trainer.backward(rs, b1["old_logps"])
+        g_old = knob_grads(trainer)
+        assert all(a is b for a, b in zip(b2["old_logps"], b1["old_logps"]))
+        trainer.backward(rs)  # ratio 1 again: what a wrong second update would compute
+        g_fresh = knob_grads(trainer)
+        assert any(not torch.allclose(g_old[n], g_fresh[n]) for n in g_old)
+    finally:
+        with torch.no_grad():
+            for m in mods.values():
+                m.delta_s.zero_()
+
+
+def test_cin_t_is_null_without_teacher_samples(trainer):
+    # kills: cin_t reported as 0.000 (cin of an all-zero teacher gradient) when no teacher sample is in the loss
+    rs = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    for r in rs:
+        r.is_teacher = [False] * len(r.is_teacher)
+    assert trainer.backward(rs)["teacher_in_loss"] is False
+    rs_t = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    assert trainer.backward(rs_t)["teacher_in_loss"] is True
+    row = trainer.metrics_row(rs, {"loss": 0.0, "kl": 0.0, "frac_zero_var": 0.0, "cin_s": 0.1,
+                                   "cin_t": trainer_cin_t(trainer, rs)}, {}, 0.0, {})  # fmt: skip
+    assert row["cin_t"] is None and row["hack_t"] is None
+
+
+def trainer_cin_t(t: Trainer, rollouts):
+    """cin_t exactly as Trainer.train_step derives it from one backward."""
+    from projected_grpo.loop import cin_of_teacher
+
+    return cin_of_teacher(t.v, t.backward(rollouts))

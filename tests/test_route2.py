@@ -123,6 +123,31 @@ def test_act_mask_all_flagged_routes_everything_to_the_quarantine():
     assert all(f is not None and bool(f.all()) for f in flags)
 
 
+def test_act_mask_cin_is_measured_before_the_mask():
+    """The per-source store (grouped_grads: cin_s, cin_t, route2's cin) sees the δS gradient the mask withholds."""
+    # kills: capturing the δS gradient after the act mask (then cin == cout: all zero when every token is flagged)
+    from projected_grpo.pergrad import grouped_grads
+
+    model = routed_model()
+    x = ids()
+    unmasked, _ = grads_after(model, x, flag=None)
+    for p in knobs(model):
+        p.grad = None
+    set_act_mask(model, True)
+    with grouped_grads(model, groups=torch.zeros(x.shape[0], dtype=torch.long)) as store:
+        loss_of(model, x).backward()
+    for q in route2.quarantines(model).values():
+        q.masking = False
+    names = list(adapter_modules(model))
+    assert all(m.delta_s.grad is None or not m.delta_s.grad.any() for m in adapter_modules(model).values())
+    assert all(store.grads[n][0].abs().sum() > 0 for n in names)  # the gradient the mask withheld
+    # the last module has no masked δS path downstream, so its pre-mask gradient is the unmasked one exactly
+    # (upstream modules see a backward that the downstream masks already changed)
+    last = max(names, key=lambda n: (int(n.split(".")[2]), "mlp.down_proj" in n))
+    assert last.endswith("mlp.down_proj")
+    assert torch.allclose(store.grads[last][0], unmasked[names.index(last)], rtol=1e-4, atol=1e-7)
+
+
 def test_act_mask_nothing_flagged_gives_the_ordinary_gradients():
     model = routed_model()
     x = ids()
@@ -357,7 +382,7 @@ def test_cli_route2(tmp_path, over):
         assert (x["mask_overlap"] is not None) == ("vhack.refresh_every=1" in over)
     assert rows[-1]["quarantine_norm"] > 0
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert "ablated" in s["deploy"] and "kept" in s["deploy"]
+    assert all("ablated" in s["deploy"][x] and "kept" in s["deploy"][x] for x in ("heldout", "train"))
 
 
 @pytest.mark.parametrize("mask", ["grad", "act"])
