@@ -417,3 +417,19 @@ def test_trainer_checkpoint_resumes_the_quarantine_and_mask(tmp_path):
             b.close()
     finally:
         a.close()
+
+
+def test_kl_backward_with_the_quarantine_in_float32(tmp_path):
+    """projection=route2 with trainer.beta > 0 in float32: the reference forward zeroes A_q/B_q in place, which
+    used to break the policy graph's backward ("modified by an inplace operation")."""
+    # kills: computing the reference log-probs after the policy forward in Trainer.backward
+    from projected_grpo.loop import build_setup
+    from tests.test_loop import fixed_rollouts
+
+    cfg = compose([*QUICK, "trainer.steps=1", "projection=route2", "trainer.beta=0.01", "model.dtype=float32"])
+    t = Trainer(cfg, build_setup(cfg, tmp_path))
+    try:
+        b = t.backward(fixed_rollouts(t, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]]))
+        assert b["kl"] >= 0 and any(p.grad is not None and p.grad.any() for p in t.route2.parameters())
+    finally:
+        t.close()
