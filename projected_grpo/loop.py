@@ -185,7 +185,7 @@ class Trainer:
         # deployment eval: held-out and train prompts, the same number per mode (evaluate.py)
         self.eval_sets, self.eval_notes = eval_mod.eval_sets(s.problems, list(cfg.reward_mode.modes),
                                                              self.t.eval_prompts_per_mode)  # fmt: skip
-        for split, note in self.eval_notes.items():
+        for note in self.eval_notes.values():
             log.warning(f"deployment eval: {note}")
         self.n_teacher = round(self.t.group * self.t.mix_ratio) if cfg.teacher.enabled else 0
         self.n_student = self.t.group - self.n_teacher

@@ -488,8 +488,8 @@ def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], probl
             "bases = distinct control bases (v_hack, route2's A_q) behind the arm's mean."
         ),
         "## Student hack and solve (last 5 steps)", main_table(rows, done),
-        "## Deployment eval (end of training; held-out and train prompts, balanced per mode; pooled over seeds, "
-        "Wilson 95%)", deploy_table(rows, done),
+        ("## Deployment eval (end of training; held-out and train prompts, balanced per mode; pooled over seeds, "
+         "Wilson 95%)"), deploy_table(rows, done),
         "## Per loophole mode (student, last 5 steps)", mode_tables(rows, done),
         *(["## Emergence under vanilla GRPO (student hack, first 5 steps → last 5, per seed)",
            emergence_table(rows[VANILLA])] if VANILLA in rows else []),

@@ -98,8 +98,8 @@ def test_vhack_cache_key_depends_on_the_seed_only_for_shuffled(monkeypatch):
     from projected_grpo import vhack
 
     model = SimpleNamespace()
-    cfg = lambda seed: compose([f"trainer.seed={seed}"])  # noqa: E731
-    meta = lambda seed, src: vhack.extraction_meta(cfg(seed), model, [], src, base="b")  # noqa: E731
+    cfg = lambda seed: compose([f"trainer.seed={seed}"])
+    meta = lambda seed, src: vhack.extraction_meta(cfg(seed), model, [], src, base="b")
     monkeypatch.setattr(vhack, "model_dtype", lambda m: "float32")
     assert meta(41, "real") == meta(42, "real") and meta(41, "nonhack") == meta(42, "nonhack")
     assert meta(41, "shuffled")["seed"] == "41" and meta(42, "shuffled")["seed"] == "42"

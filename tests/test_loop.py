@@ -192,7 +192,7 @@ def randomised_oracle(t: Trainer, seed: int) -> None:
     import random
 
     rng = random.Random(seed)
-    flip = lambda x: dataclasses.replace(x, exploited=rng.random() < 0.5, gt_correct=rng.random() < 0.5)  # noqa: E731
+    flip = lambda x: dataclasses.replace(x, exploited=rng.random() < 0.5, gt_correct=rng.random() < 0.5)
     grade, pool_sample = t.grader.grade_batch, t.pool.sample
     t.grader.grade_batch = lambda items: [flip(g) for g in grade(items)]
     t.pool.sample = lambda *a, **k: [flip(s) for s in pool_sample(*a, **k)]

@@ -44,7 +44,7 @@ def noise_run(pcfg, seed: int, route2_grad_mask: bool = False) -> torch.Tensor:
     if route2_grad_mask:  # route2's real withhold() on 4 noise "rollouts" per module, mask = v's first row
         r2 = Route2.__new__(Route2)
         r2.mask, r2.v = Route2Mask.grad, {n: v[n][0] for n in mods}
-        withhold = lambda: r2.withhold(mods)  # noqa: E731
+        withhold = lambda: r2.withhold(mods)
     for _ in range(STEPS):
         per_rollout = {n: SIGMA * torch.randn(4, R, generator=g) for n in mods}  # [4, R]
         if route2_grad_mask:
