@@ -344,15 +344,12 @@ class Trainer:
         """Project (grad or update space), clip, step (projection.knob_step). Returns projection metrics.
         route2: cin is measured before the mask (on b's per-source gradients, which the act mask does not
         touch); the grad mask withholds after the measurement, and cout measures what is left."""
-        t0 = time.perf_counter()
         r2 = self.route2
         g_pre = None
         if r2 is not None and b is not None:
             g_pre = {n: b["g_s"][n] + b["g_t"][n] for n in self.modules}
         withhold = (lambda: r2.withhold(self.modules)) if r2 is not None else None
-        out = knob_step(self.modules, self.v, self.cfg.projection, self.opt, self.t.grad_clip, g_pre, withhold)
-        out["sec_projection"] = time.perf_counter() - t0  # includes AdamW's step
-        return out
+        return knob_step(self.modules, self.v, self.cfg.projection, self.opt, self.t.grad_clip, g_pre, withhold)
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -377,7 +374,7 @@ class Trainer:
             "cin_s": mean(cin(self.v, x["g_s"]) for x in bs),
             "cin_t": mean(cin_of_teacher(self.v, x) for x in bs) if bs[0]["teacher_in_loss"] else None,
         }
-        timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"]
+        timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"]  # backward(s) + AdamW steps
         self.sched.step()
         self.step += 1
         if self.cfg.vhack.refresh_every and self.step % self.cfg.vhack.refresh_every == 0:

@@ -16,6 +16,7 @@ full-size steps, which drift hack-ward even on pure-noise gradients (tests/test_
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -150,7 +151,9 @@ def knob_step(
 
     g_measure: name -> [r] the gradient cin/cin_null/frac_fired are measured on when delta_s.grad is already
     masked (route2 mask=act); default delta_s.grad. before_clip: called after the measurement and before clipping
-    (route2 mask=grad withholds there); cout is then measured on what is left. Returns the projection metrics."""
+    (route2 mask=grad withholds there); cout is then measured on what is left. Returns the projection metrics
+    (sec_projection: the time outside AdamW's own step)."""
+    t0 = time.perf_counter()
     grads = {n: m.delta_s.grad for n, m in modules.items()}
     if pcfg.space == Space.grad:
         res = apply_to_grads(modules, v_hack, pcfg)
@@ -170,7 +173,9 @@ def knob_step(
         torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip)
     norm_clipped = grad_norm(params)
     before = {n: m.delta_s.detach().clone() for n, m in modules.items()}
+    t_opt = time.perf_counter()
     opt.step()
+    t_opt = time.perf_counter() - t_opt
     d = {n: before[n] - m.delta_s.detach() for n, m in modules.items()}  # -update: gradient-like, [r]
     if pcfg.space == Space.update:
         d_new, ures = project_grads(d, v_hack, pcfg)
@@ -189,6 +194,7 @@ def knob_step(
         "frac_fired": res.frac_fired,
         "grad_norm": norm,
         "grad_norm_clipped": norm_clipped,
+        "sec_projection": time.perf_counter() - t0 - t_opt,
     }
 
 
