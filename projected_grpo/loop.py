@@ -616,11 +616,12 @@ def bluf(summary: dict) -> str:
     """A short console table: the answer first."""
     l5, dep = summary["last5"], summary["deploy"]
     fmt = lambda x: "   -" if x is None else f"{x:5.2f}"
+    row = lambda label, hack, solve, extra="": f"  {label:<34s}{fmt(hack)}  {fmt(solve)}{extra}"
     lines = [
         f"BLUF  arm={summary['arm']}  v_hack={summary['vhack_source']}  seed={summary['seed']}  steps={summary['steps']}",
-        "                                    hack   solve",
-        f"  student (last {LAST_N})                {fmt(l5['hack_s'])}  {fmt(l5['solve_s'])}",
-        f"  teacher (last {LAST_N})                {fmt(l5['hack_t'])}  {fmt(l5['solve_t'])}",
+        f"  {'':<34s} hack  solve",
+        row(f"student (last {LAST_N})", l5["hack_s"], l5["solve_s"]),
+        row(f"teacher (last {LAST_N})", l5["hack_t"], l5["solve_t"]),
     ]
     for split in eval_mod.SPLITS:
         ev = dep[split]
@@ -630,8 +631,8 @@ def bluf(summary: dict) -> str:
         for kind, name in (("kept", "as trained"), ("ablated", "quarantine off")):
             if kind in ev:
                 e = ev[kind]
-                lines.append(f"  eval {split:7s} {name:14s} {fmt(e['hack']['rate'])}  {fmt(e['solve']['rate'])}  "
-                             f"(n={e['n']}, {summary['deploy']['prompts_per_mode']} prompts/mode)")  # fmt: skip
+                n = f"  (n={e['n']}, {dep['prompts_per_mode']} prompts/mode)"
+                lines.append(row(f"eval {split}, {name}", e["hack"]["rate"], e["solve"]["rate"], n))
     lines.append(f"  cin_s {fmt(l5['cin_s'])}  cin_t {fmt(l5['cin_t'])}  cout {fmt(l5['cout'])}  null {fmt(l5['cin_null'])}")
     return "\n".join(lines)
 
