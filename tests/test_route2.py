@@ -294,15 +294,16 @@ class ScheduleStub(Trainer):
         self.cfg = OmegaConf.create({"vhack": {"refresh_every": n}})
         self.model, self.step, self.fired = torch.nn.Linear(1, 1), 0, []
         self.sched = SimpleNamespace(get_last_lr=lambda: [0.1], step=lambda: None)
+        self.t, self.v = SimpleNamespace(updates_per_batch=1), {}
 
     def rollouts(self, timing):
         return []
 
-    def backward(self, rollouts):
-        return {}
+    def backward(self, rollouts, old_logps=None):
+        return {"loss": 0.0, "kl": 0.0, "frac_zero_var": 0.0, "g_s": {}, "g_t": {}, "teacher_in_loss": False}
 
-    def optimizer_step(self):
-        return {}
+    def optimizer_step(self, b=None):
+        return {"sec_projection": 0.0}
 
     def refresh(self):
         self.fired.append(self.step)
