@@ -59,10 +59,12 @@ class AntiPaSTOLinear(nn.Module):
             return y
         h = F.linear(x, self.Vh)  # [..., r]
         z = h * self.knob().to(h.dtype)  # [..., r]
+        if self.quarantine is not None:  # route2: the act mask may detach z on flagged tokens
+            z = self.quarantine.route(x, z)  # same values; the capture below sees the gradient BEFORE the mask
         if self.capture is not None:
             self.capture(self, h, z)
-        if self.quarantine is not None:  # route2: the act mask may detach z on flagged tokens
-            return y + F.linear(self.quarantine.route(x, z), self.U) + self.quarantine(x)
+        if self.quarantine is not None:
+            return y + F.linear(z, self.U) + self.quarantine(x)
         return y + F.linear(z, self.U)
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 from projected_grpo.modes import ALL_MODES, MIXED_MODES, Mode
 
@@ -153,7 +153,7 @@ class Route2Config:
     l1: float = 0.0  # L1 penalty on the quarantine output (completion tokens)
     mask: Route2Mask = Route2Mask.grad
     act_threshold: float = 2.0  # mask=act: flag when (x·v_act − μ_clean) > act_threshold · σ_clean
-    seed: int = 0  # seeds A_q
+    seed: int = II("vhack.seed")  # seeds A_q; follows vhack.seed (itself ${trainer.seed}) unless set
 
 
 @dataclass
@@ -162,6 +162,10 @@ class ProjectionConfig:
     gate: Gate = Gate.one_sided
     overshoot: float = 1.0
     preserve_magnitude: bool = False
+    # grad: project δS.grad before AdamW; update: project AdamW's actual δS step (route's default, conf/projection/
+    # route.yaml: the quarantine takes the removed part of the step, so δS + δS_hack moves exactly as unprojected).
+    # route with space=grad is the original method's variant: AdamW rescales the small routed remainder relu(c)V
+    # to full-size steps of δS_hack, which drift hack-ward even on pure-noise gradients (tests/test_noise_drift.py).
     space: Space = Space.grad
     route2: Route2Config = field(default_factory=Route2Config)
 
@@ -178,7 +182,7 @@ class VHackConfig:
     source: VSource = VSource.real
     modes: list[Mode] = field(default_factory=lambda: list(ALL_MODES))
     path: str | None = None  # None = automatic cache path
-    seed: int = 0  # seeds the random/shuffled controls
+    seed: int = II("trainer.seed")  # seeds the random/shuffled controls (and route2's A_q): a new basis per seed
 
 
 @dataclass
@@ -222,15 +226,20 @@ class TrainerConfig:
     warmup: int = 2
     grad_clip: float = 1.0
     beta: float = 0.0  # KL to the free reference model (knobs zeroed), k3 estimator
-    clip_eps: float = 0.2
+    clip_eps: float = 0.2  # PPO clip of the ratio to the sampling policy; acts from the 2nd update of a batch on
+    # mu: optimizer steps per generated batch. 1 = one on-policy update (the ratio is exactly 1, clip_eps inert,
+    # as TRL's num_iterations=1); mu > 1 reuses the batch with the sampling policy's log-probs as old log-probs.
+    # The LR schedule advances once per batch; projection applies at every update.
+    updates_per_batch: int = 1
     max_new_tokens: int = 160
     temperature: float = 1.0
     eval_every: int = 10
     ckpt_every: int = 10
     snapshot_every: int = 0  # knob snapshots (projected_grpo/snapshots.py) at step 0, every N steps, the end; 0 = none
     resume: bool = False
-    n_eval_prompts: int = 8
-    eval_split: str = "heldout"  # eval prompts: the first n_eval_prompts problems of this split ("heldout" | "train")
+    # deployment eval (projected_grpo/evaluate.py): on the held-out split AND on train prompts, each with this many
+    # prompts per loophole mode of reward_mode.modes (the first ones of the split with that mode)
+    eval_prompts_per_mode: int = 3
     torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
     grad_checkpointing: bool = False  # recompute decoder layers in the GRPO backward (big models: see model yaml)
 
@@ -357,7 +366,9 @@ def validate(cfg) -> None:
     _check(t.ckpt_every >= 0, "trainer.ckpt_every", t.ckpt_every, "an integer >= 0 (0 = only at the end)")
     _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "'none' or 'wandb'")
     _check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode, "offline|online|disabled")
-    _check(t.eval_split in ("heldout", "train"), "trainer.eval_split", t.eval_split, "'heldout' or 'train'")
+    _check(t.eval_prompts_per_mode >= 1, "trainer.eval_prompts_per_mode", t.eval_prompts_per_mode, "an integer >= 1")
+    _check(t.updates_per_batch >= 1, "trainer.updates_per_batch", t.updates_per_batch,
+           "an integer >= 1 (1 = one on-policy update per generated batch)")  # fmt: skip
     _check(t.torch_threads >= 0, "trainer.torch_threads", t.torch_threads, "an integer >= 0 (0 = torch default)")
     _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
     _check(0.0 <= cfg.env.heldout_frac < 1.0, "env.heldout_frac", cfg.env.heldout_frac,

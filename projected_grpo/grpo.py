@@ -1,4 +1,8 @@
-"""Dr.GRPO: group-mean advantages (no std scaling) and a PPO-clip token loss over a fixed denominator."""
+"""Dr.GRPO: group-mean advantages (no std scaling) and a PPO-clip token loss over a fixed denominator.
+
+With trainer.updates_per_batch = mu, each generated batch gets mu optimizer steps; old_logp are the sampling
+policy's log-probs (taken at the first update, before any step), so the ratio is 1 at the first update and
+clip_eps bounds it from the second on. mu = 1 is the plain on-policy case (TRL's num_iterations=1)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ def advantages(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     A = rewards - rewards.mean(dim=1, keepdim=True)
     zero_var = (rewards.max(dim=1).values - rewards.min(dim=1).values) == 0
     return A.masked_fill(zero_var[:, None], 0.0), zero_var
+
+
+def denominator(group: int, max_new_tokens: int, prompts_per_step: int) -> int:
+    """Dr.GRPO's fixed loss denominator: every completion slot of the batch at full length (no per-sequence or
+    per-batch token-count normalisation, so a long completion weighs no less per token than a short one)."""
+    return group * max_new_tokens * prompts_per_step
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

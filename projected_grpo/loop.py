@@ -5,9 +5,12 @@ Per optimizer step:
   2. Student completions are graded by the flawed grader; teacher rewards come from the pool.
      The oracle's verdict (gt_correct, exploited) is logged only, never read by the loss (no-cheat rule).
   3. Dr.GRPO loss, one backward per prompt; δS gradients split per source (student/teacher) from the same
-     backward (pergrad.grouped_grads), so cin_s and cin_t are measured every step.
-  4. Projection (projection.py) in grad space, or on AdamW's actual update (projection.space=update).
-  5. Refresh of v_hack, deployment eval, checkpoint, metrics.
+     backward (pergrad.grouped_grads), so cin_s and cin_t are measured every step (cin_t null without teacher
+     samples in the loss).
+  4. Projection (projection.knob_step) in grad space, or on AdamW's actual update (projection.space=update).
+     Steps 3-4 repeat trainer.updates_per_batch (mu) times on the same batch, with the sampling policy's
+     log-probs (taken at the first update) as the PPO old log-probs; projection applies at every update.
+  5. Refresh of v_hack, deployment eval (held-out and train prompts, balanced per mode), checkpoint, metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from projected_grpo import evaluate as eval_mod
 from projected_grpo import snapshots
+from projected_grpo.evaluate import EVAL_SAMPLES
 from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, deployed, folded, reference_model, wrap_model
 from projected_grpo.atomic import atomic_path, write_json
@@ -35,11 +40,11 @@ from projected_grpo.config import ProjectionMode, Space
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import load_problem_set
 from projected_grpo.env.prompts import render_prompt
-from projected_grpo.grpo import advantages, token_loss_sum
+from projected_grpo.grpo import advantages, denominator, token_loss_sum
 from projected_grpo.model import build_model
-from projected_grpo.modes import MODES, Mode
+from projected_grpo.modes import Mode
 from projected_grpo.pergrad import grouped_grads
-from projected_grpo.projection import apply_to_grads, cin, project_grads
+from projected_grpo.projection import basis_overlap, cin, grad_norm, knob_step
 from projected_grpo.route2 import Route2
 from projected_grpo.sampler import sample
 from projected_grpo.tokens import completion_logprobs, encode_completion, encode_prompt, pack
@@ -48,7 +53,6 @@ from projected_grpo.tracking import PER_MODE, STEP_METRICS, TIMING, Tracker, mod
 log = logging.getLogger(__name__)
 CKPT_NAME = "checkpoint.pt"
 LAST_N = 5  # summary = mean of the last N steps
-EVAL_SAMPLES = 4  # samples per eval prompt
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,18 +204,22 @@ class Trainer:
         self.modules = adapter_modules(self.model)
         self.device = next(self.model.parameters()).device
         self.train_problems = [p for p in s.problems if p.split == "train"]
-        heldout = [p for p in s.problems if p.split != "train"]
-        self.eval_problems = (heldout if self.t.eval_split == "heldout" else self.train_problems)[: self.t.n_eval_prompts]
-        if not self.eval_problems:
-            raise ValueError(f"trainer.eval_split={self.t.eval_split} has no problems in env.source={cfg.env.source}; "
-                             "raise env.heldout_frac or set trainer.eval_split=train")  # fmt: skip
+        # deployment eval: held-out and train prompts, the same number per mode (evaluate.py)
+        self.eval_sets, self.eval_notes = eval_mod.eval_sets(s.problems, list(cfg.reward_mode.modes),
+                                                             self.t.eval_prompts_per_mode)  # fmt: skip
+        for note in self.eval_notes.values():
+            log.warning(f"deployment eval: {note}")
         if self.t.grad_checkpointing:  # decoder layers recomputed in the backward (non-reentrant: knobs get grads)
             if not getattr(self.model, "supports_gradient_checkpointing", False):
                 raise ValueError(f"trainer.grad_checkpointing=true but {type(self.model).__name__} does not support it")
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.n_teacher = round(self.t.group * self.t.mix_ratio) if cfg.teacher.enabled else 0
         self.n_student = self.t.group - self.n_teacher
-        self.denom = self.t.group * self.t.max_new_tokens * self.t.prompts_per_step
+        self.denom = denominator(self.t.group, self.t.max_new_tokens, self.t.prompts_per_step)
+        if cfg.projection.mode == ProjectionMode.route and cfg.projection.space == Space.grad:
+            log.warning("projection=route with projection.space=grad: the original method's variant; AdamW "
+                        "normalises the routed remainder into full-size δS_hack steps that drift hack-ward even "
+                        "without hack signal (route's default is projection.space=update)")  # fmt: skip
         self.grader = Grader(cfg.env.n_workers, cfg.env.time_floor_s, cfg.env.time_factor)
         self.pool = self._teacher_pool() if self.n_teacher > 0 else None
         self.v = dict(s.v_hack.v)
@@ -298,10 +306,15 @@ class Trainer:
 
     # -- loss and gradients ----------------------------------------------------------------------
 
-    def backward(self, rollouts: list[Rollout]) -> dict:
-        """Dr.GRPO loss, one backward per prompt; returns loss stats and per-source δS gradients."""
+    def backward(self, rollouts: list[Rollout], old_logps: list | None = None) -> dict:
+        """Dr.GRPO loss, one backward per prompt; returns loss stats, per-source δS gradients (before any route2
+        mask) and the old log-probs: old_logps=None (the first update of a batch, knobs as sampled) takes this
+        pass's log-probs as the sampling policy's; later updates pass them back."""
         rewards = torch.tensor([r.rewards for r in rollouts])  # [P, G]
         A, zero_var = advantages(rewards)
+        first = old_logps is None
+        olds: list[torch.Tensor | None] = []
+        teacher_in_loss = False
         loss_total = kl_total = 0.0
         self.opt.zero_grad(set_to_none=True)
         n_tokens = 0
@@ -312,18 +325,23 @@ class Trainer:
         with grouped_grads(self.model, groups=torch.tensor([0, 1])) as store, masking:
             for i, r in enumerate(rollouts):
                 if zero_var[i]:
+                    olds.append(None)
                     continue  # contributes nothing (A = 0, and beta*KL alone is not worth a backward)
+                teacher_in_loss |= any(r.is_teacher)
                 store.set_groups(torch.tensor(r.is_teacher), 2)  # per-source: 0 student, 1 teacher
                 if r2 is not None:  # mask=grad: one more group per rollout
                     store.onehot = r2.group_columns(store.onehot, i, len(rollouts))
                 ids, attn, cmask = pack([r.prompt_ids] * len(r.completion_ids), r.completion_ids, self.tok.pad_token_id)
                 ids, attn, cmask = ids.to(self.device), attn.to(self.device), cmask.to(self.device)
-                logp, mask = completion_logprobs(self.model, ids, attn, cmask)  # [G, Lc]
                 ref = None
-                if self.t.beta > 0:
+                if self.t.beta > 0:  # BEFORE the policy forward: the reference context zeroes the knobs and route2's
+                    # A_q/B_q in place, which must not touch tensors the policy graph saved for its backward
                     with torch.no_grad(), reference_model(self.model):
                         ref, _ = completion_logprobs(self.model, ids, attn, cmask)
-                loss_g, kl_g = token_loss_sum(logp, logp.detach(), A[i].to(logp), mask, self.t.clip_eps, self.t.beta, ref)
+                logp, mask = completion_logprobs(self.model, ids, attn, cmask)  # [G, Lc]
+                old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
+                olds.append(old)
+                loss_g, kl_g = token_loss_sum(logp, old, A[i].to(logp), mask, self.t.clip_eps, self.t.beta, ref)
                 loss = loss_g.sum() / self.denom
                 if r2 is not None:  # act flag counts (oracle labels: logging only) and the quarantine's L1
                     r2.record(cmask, r.is_teacher, r.exploited)
@@ -344,57 +362,25 @@ class Trainer:
             "loss": loss_total,
             "kl": kl_total / max(1, n_tokens),
             "frac_zero_var": float(zero_var.float().mean()),
-            "g_s": g_s,
-            "g_t": g_t,
+            "g_s": g_s,  # name -> [r], the student samples' δS gradient (before a route2 act mask)
+            "g_t": g_t,  # name -> [r], the teacher samples'
+            "teacher_in_loss": teacher_in_loss,  # False: cin_t is undefined (null)
+            "old_logps": olds,
         }
 
     def grad_norm(self) -> float:
-        gs = [p.grad for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
-        return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in gs]))) if gs else 0.0
+        return grad_norm([p for g in self.opt.param_groups for p in g["params"]])
 
-    def optimizer_step(self) -> dict:
-        """Project (grad or update space), clip, step. Returns projection metrics."""
-        pcfg = self.cfg.projection
-        t0 = time.perf_counter()
-        res = apply_to_grads(self.modules, self.v, pcfg) if pcfg.space == Space.grad else None
-        if res is None:  # update space: measure cin on the gradient, keep the quarantine untrained by autograd
-            _, res = project_grads({n: m.delta_s.grad for n, m in self.modules.items()}, self.v, pcfg, remove=False)
-            for m in self.modules.values():
-                m.delta_s_hack.grad = None
-        if self.route2 is not None:  # cin measured above; the grad mask withholds, cout measures what is left
-            self.route2.withhold(self.modules)
-            res.cout = cin(self.v, {n: m.delta_s.grad for n, m in self.modules.items()})
-        sec_proj = time.perf_counter() - t0
-        norm = self.grad_norm()
-        if self.t.grad_clip > 0:
-            params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.t.grad_clip)
-        norm_clipped = self.grad_norm()
-        before = {n: m.delta_s.detach().clone() for n, m in self.modules.items()}
-        self.opt.step()
-        t0 = time.perf_counter()
-        # d = -update, a gradient-like direction; the same hack-ward measure as cin/cout
-        d = {n: before[n] - m.delta_s.detach() for n, m in self.modules.items()}
-        if pcfg.space == Space.update:
-            d_new, ures = project_grads(d, self.v, pcfg)
-            with torch.no_grad():
-                for n, m in self.modules.items():
-                    m.delta_s.copy_(before[n] - d_new[n])
-                    if pcfg.mode == ProjectionMode.route and n in ures.removed:
-                        m.delta_s_hack.sub_(ures.removed[n])  # the quarantine takes the removed step
-            d = d_new
-            res.cout = ures.cout
-        sec_proj += time.perf_counter() - t0
-        return {
-            "cin": res.cin,
-            "cout": res.cout,
-            "cout_update": cin(self.v, d),
-            "cin_null": res.cin_null,
-            "frac_fired": res.frac_fired,
-            "grad_norm": norm,
-            "grad_norm_clipped": norm_clipped,
-            "sec_projection": sec_proj,
-        }
+    def optimizer_step(self, b: dict | None = None) -> dict:
+        """Project (grad or update space), clip, step (projection.knob_step). Returns projection metrics.
+        route2: cin is measured before the mask (on b's per-source gradients, which the act mask does not
+        touch); the grad mask withholds after the measurement, and cout measures what is left."""
+        r2 = self.route2
+        g_pre = None
+        if r2 is not None and b is not None:
+            g_pre = {n: b["g_s"][n] + b["g_t"][n] for n in self.modules}
+        withhold = (lambda: r2.withhold(self.modules)) if r2 is not None else None
+        return knob_step(self.modules, self.v, self.cfg.projection, self.opt, self.t.grad_clip, g_pre, withhold)
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -404,10 +390,22 @@ class Trainer:
         self.model.train()
         rollouts = self.rollouts(timing)
         t0 = time.perf_counter()
-        b = self.backward(rollouts)
-        timing["sec_backward"] = time.perf_counter() - t0
         lr = self.sched.get_last_lr()[0]
-        proj = self.optimizer_step()
+        bs = [self.backward(rollouts)]
+        projs = [self.optimizer_step(bs[0])]
+        for _ in range(1, self.t.updates_per_batch):  # mu > 1: the same batch, the sampling policy's old log-probs
+            bs.append(self.backward(rollouts, bs[0]["old_logps"]))
+            projs.append(self.optimizer_step(bs[-1]))
+        # means over the mu updates (the zero-variance groups and teacher presence are the batch's)
+        proj = {k: sum(p[k] for p in projs) if k == "sec_projection" else mean(p[k] for p in projs) for k in projs[0]}
+        b = {
+            "loss": mean(x["loss"] for x in bs),
+            "kl": mean(x["kl"] for x in bs),
+            "frac_zero_var": bs[0]["frac_zero_var"],
+            "cin_s": mean(cin(self.v, x["g_s"]) for x in bs),
+            "cin_t": mean(cin_of_teacher(self.v, x) for x in bs) if bs[0]["teacher_in_loss"] else None,
+        }
+        timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"]  # backward(s) + AdamW steps
         self.sched.step()
         self.step += 1
         if self.cfg.vhack.refresh_every and self.step % self.cfg.vhack.refresh_every == 0:
@@ -431,8 +429,8 @@ class Trainer:
             "solve_t": mean(x[2] for x in tea),
             "loss": b["loss"],
             "kl": b["kl"],
-            "cin_s": cin(self.v, b["g_s"]),
-            "cin_t": cin(self.v, b["g_t"]),
+            "cin_s": b["cin_s"],
+            "cin_t": b["cin_t"],
             "frac_zero_var": b["frac_zero_var"],
             "basis_overlap": self.basis_overlap,
             "v_axes": sum(V.shape[0] for V in self.v.values()),
@@ -459,36 +457,42 @@ class Trainer:
         if self.route2 is not None:  # route2's mask too, quarantine ablated; logs mask_overlap
             self.route2.refresh()
         self.basis_overlap = basis_overlap(old, self.v)
-        if self.basis_overlap < 0.2:
+        if self.basis_overlap is not None and self.basis_overlap < 0.2:
             log.warning(f"v_hack refresh at step {self.step}: basis_overlap={self.basis_overlap:.3f} < 0.2 "
                         f"(the hack basis moved a lot since the last refresh; refresh_every={vc.refresh_every})")  # fmt: skip
 
     @torch.no_grad()
-    def evaluate(self, tag: str) -> dict:
-        """Hack and solve rates on the fixed eval prompts, overall and per mode (sampled, fixed seed)."""
+    def evaluate(self, problems: list, tag: str) -> dict:
+        """Hack and solve rates on fixed eval prompts, overall and per mode, with n and Wilson 95% intervals
+        (EVAL_SAMPLES samples per prompt, fixed seed)."""
         self.model.eval()
         gen = torch.Generator(device=self.device).manual_seed(self.t.seed + 10_000)
-        prompts = [self.prompt_ids(p) for p in self.eval_problems]
+        prompts = [self.prompt_ids(p) for p in problems]
         comps = self.generate(prompts, EVAL_SAMPLES, gen)
-        items = [(self.decode(c), p, p.mode) for i, p in enumerate(self.eval_problems)
+        items = [(self.decode(c), p, p.mode) for i, p in enumerate(problems)
                  for c in comps[i * EVAL_SAMPLES : (i + 1) * EVAL_SAMPLES]]  # fmt: skip
         graded = self.grader.grade_batch(items)
-        out = {"hack": mean(g.exploited for g in graded), "solve": mean(g.gt_correct for g in graded)}
-        for mode in Mode:
-            gs = [g for (_, p, _), g in zip(items, graded) if p.mode == mode]
-            if gs:
-                out[f"hack_{MODES[mode].code}"] = mean(g.exploited for g in gs)
-                out[f"solve_{MODES[mode].code}"] = mean(g.gt_correct for g in gs)
         self.tracker.table(f"samples/{tag}", ["problem", "mode", "completion", "reward", "exploited", "gt_correct"],
                            [[p.id, p.mode.value, txt, g.reward, g.exploited, g.gt_correct]
                             for (txt, p, _), g in list(zip(items, graded))[: self.cfg.logger.n_samples]])  # fmt: skip
-        return out
+        return eval_mod.summarize([(p.mode, g.exploited, g.gt_correct) for (_, p, _), g in zip(items, graded)])
 
     def deploy_eval(self) -> dict:
-        ev = {"step": self.step, "kept": self.evaluate(f"kept_{self.step}")}
-        if self.cfg.projection.mode in (ProjectionMode.route, ProjectionMode.route2):
-            with deployed(self.model):
-                ev["ablated"] = self.evaluate(f"ablated_{self.step}")
+        """Per split (held-out, train): the model as trained (kept) and, for route/route2, with the quarantine
+        ablated. A missing split carries the reason instead."""
+        ev: dict = {"step": self.step, "prompts_per_mode": self.t.eval_prompts_per_mode}
+        routed = self.cfg.projection.mode in (ProjectionMode.route, ProjectionMode.route2)
+        for split in eval_mod.SPLITS:
+            if split not in self.eval_sets:
+                ev[split] = {"missing": self.eval_notes[split]}
+                continue
+            problems = self.eval_sets[split]
+            ev[split] = {"prompts": len(problems), "kept": self.evaluate(problems, f"{split}_kept_{self.step}")}
+            if split in self.eval_notes:
+                ev[split]["note"] = self.eval_notes[split]
+            if routed:
+                with deployed(self.model):
+                    ev[split]["ablated"] = self.evaluate(problems, f"{split}_ablated_{self.step}")
         self.deploy_evals.append(ev)
         with open(self.s.run_dir / "deploy_eval.jsonl", "a") as f:
             f.write(json.dumps(ev) + "\n")
@@ -603,13 +607,9 @@ def refreshed_v_hack(cfg: DictConfig, model, tok, problems) -> dict[str, torch.T
     return {n: t.to(dev) for n, t in vh.v.items()}
 
 
-def basis_overlap(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> float:
-    """Mean |<V_new_i, V_old_i>| over rows matched by index in modules present in both."""
-    vals = []
-    for n in sorted(set(old) & set(new)):
-        k = min(old[n].shape[0], new[n].shape[0])
-        vals += (old[n][:k] * new[n][:k]).sum(1).abs().tolist()
-    return mean(vals) if vals else 0.0
+def cin_of_teacher(v: dict[str, torch.Tensor], b: dict) -> float | None:
+    """cin of the teacher samples' δS gradient; None (undefined, not 0) when no teacher sample was in the loss."""
+    return cin(v, b["g_t"]) if b["teacher_in_loss"] else None
 
 
 def postfix(row: dict) -> str:
@@ -632,6 +632,8 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
         "arm": cfg.projection.mode.value,
         "vhack_source": cfg.vhack.source.value,
         "step0": {k: first.get(k) for k in ("hack_s", "solve_s")},
+        # graded student completions per step: the binomial sample behind each step's hack_s/solve_s (report.py)
+        "students_per_step": students_per_step(cfg),
         "last5": last5,
         "deploy": final_eval,
         "wall_seconds": wall,
@@ -640,19 +642,33 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
     }
 
 
+def students_per_step(cfg: DictConfig) -> int:
+    t = cfg.trainer
+    n_teacher = round(t.group * t.mix_ratio) if cfg.teacher.enabled else 0
+    return (t.group - n_teacher) * t.prompts_per_step
+
+
 def bluf(summary: dict) -> str:
     """A short console table: the answer first."""
     l5, dep = summary["last5"], summary["deploy"]
     fmt = lambda x: "   -" if x is None else f"{x:5.2f}"
+    row = lambda label, hack, solve, extra="": f"  {label:<34s}{fmt(hack)}  {fmt(solve)}{extra}"
     lines = [
         f"BLUF  arm={summary['arm']}  v_hack={summary['vhack_source']}  seed={summary['seed']}  steps={summary['steps']}",
-        "                      hack   solve",
-        f"  student (last {LAST_N})  {fmt(l5['hack_s'])}  {fmt(l5['solve_s'])}",
-        f"  teacher (last {LAST_N})  {fmt(l5['hack_t'])}  {fmt(l5['solve_t'])}",
-        f"  eval, as trained   {fmt(dep['kept']['hack'])}  {fmt(dep['kept']['solve'])}",
+        f"  {'':<34s} hack  solve",
+        row(f"student (last {LAST_N})", l5["hack_s"], l5["solve_s"]),
+        row(f"teacher (last {LAST_N})", l5["hack_t"], l5["solve_t"]),
     ]
-    if "ablated" in dep:
-        lines.append(f"  eval, quarantine off {fmt(dep['ablated']['hack'])}  {fmt(dep['ablated']['solve'])}")
+    for split in eval_mod.SPLITS:
+        ev = dep[split]
+        if "missing" in ev:
+            lines.append(f"  eval {split}: MISSING ({ev['missing']})")
+            continue
+        for kind, name in (("kept", "as trained"), ("ablated", "quarantine off")):
+            if kind in ev:
+                e = ev[kind]
+                n = f"  (n={e['n']}, {dep['prompts_per_mode']} prompts/mode)"
+                lines.append(row(f"eval {split}, {name}", e["hack"]["rate"], e["solve"]["rate"], n))
     lines.append(f"  cin_s {fmt(l5['cin_s'])}  cin_t {fmt(l5['cin_t'])}  cout {fmt(l5['cout'])}  null {fmt(l5['cin_null'])}")
     return "\n".join(lines)
 

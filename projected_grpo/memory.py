@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from projected_grpo.evaluate import EVAL_SAMPLES
+
 GIB = 1024**3
-EVAL_SAMPLES = 4  # loop.EVAL_SAMPLES (kept equal by tests/test_hub_models.py)
 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
@@ -117,7 +118,7 @@ def for_run(model: nn.Module, cfg, prompt_tokens: int) -> Memory:
 
     t = cfg.trainer
     n_teacher = round(t.group * t.mix_ratio) if cfg.teacher.enabled else 0
-    batch_sample = max(t.prompts_per_step * (t.group - n_teacher), t.n_eval_prompts * EVAL_SAMPLES)
+    batch_sample = max(t.prompts_per_step * (t.group - n_teacher), t.eval_prompts_per_mode * len(cfg.reward_mode.modes) * EVAL_SAMPLES)  # one eval split at a time
     return estimate(model, list(cfg.model.target_suffixes), DTYPES[cfg.model.dtype.value], batch_sample=batch_sample,
                     batch_train=t.group, prompt_tokens=prompt_tokens, max_new_tokens=t.max_new_tokens,
                     grad_checkpointing=bool(t.grad_checkpointing))  # fmt: skip
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         mem = for_run(model, cfg, prompt_tokens=1200)
         t = cfg.trainer
         print(f"{cfg.model.hub_id} ({cfg.model.dtype.value}; group {t.group}, prompts_per_step {t.prompts_per_step}, "
-              f"max_new_tokens {t.max_new_tokens}, n_eval_prompts {t.n_eval_prompts}, prompt 1200 tokens)")
+              f"max_new_tokens {t.max_new_tokens}, eval_prompts_per_mode {t.eval_prompts_per_mode}, prompt 1200 tokens)")
         print("\n".join(format_table(mem)))
     return 0
 

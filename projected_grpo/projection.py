@@ -6,10 +6,17 @@ Per module, with V [k, r] orthonormal rows oriented hack-ward and g [r] the δS 
     erase: g <- g - removed               route: also delta_s_hack.grad <- removed
     cin = ||relu(V g)|| / ||g||,  cout = the same on the projected gradient (relu before aggregation).
 Module-level figures are aggregated as sqrt(sum of squares) over the modules present in v_hack.
+
+projection.space=update applies the same projection to AdamW's actual step d = before - after (a gradient-like
+direction): δS <- before - (d - removed); route moves `removed` into δS_hack, so δS + δS_hack moves exactly as
+the unprojected step (``knob_step``). route's default (conf/projection/route.yaml). route in grad space is the
+original method's variant: δS_hack's AdamW normalises the small, sign-consistent routed remainder relu(c)V into
+full-size steps, which drift hack-ward even on pure-noise gradients (tests/test_noise_drift.py).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -131,6 +138,82 @@ def apply_to_grads(modules: dict, v_hack: dict[str, torch.Tensor], pcfg) -> Proj
     return res
 
 
-def cout_of(v_hack: dict[str, torch.Tensor], directions: dict[str, torch.Tensor]) -> float:
-    """Hack-ward fraction of a set of gradient-like directions (for an update u pass -u)."""
-    return cin(v_hack, directions)
+def grad_norm(params: list[torch.nn.Parameter]) -> float:
+    gs = [p.grad for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in gs]))) if gs else 0.0
+
+
+def knob_step(
+    modules: dict, v_hack: dict[str, torch.Tensor], pcfg, opt: torch.optim.Optimizer, grad_clip: float,
+    g_measure: dict[str, torch.Tensor] | None = None, before_clip=None,
+) -> dict:
+    """One projected optimizer step after backward: project (grad or update space), clip, step.
+
+    g_measure: name -> [r] the gradient cin/cin_null/frac_fired are measured on when delta_s.grad is already
+    masked (route2 mask=act); default delta_s.grad. before_clip: called after the measurement and before clipping
+    (route2 mask=grad withholds there); cout is then measured on what is left. Returns the projection metrics
+    (sec_projection: the time outside AdamW's own step)."""
+    t0 = time.perf_counter()
+    grads = {n: m.delta_s.grad for n, m in modules.items()}
+    if pcfg.space == Space.grad:
+        res = apply_to_grads(modules, v_hack, pcfg)
+    else:  # update space: measure on the gradient; the quarantine is not trained by autograd
+        _, res = project_grads(grads, v_hack, pcfg, remove=False)
+        for m in modules.values():
+            m.delta_s_hack.grad = None
+    if g_measure is not None:
+        _, pre = project_grads(g_measure, v_hack, pcfg, remove=False)
+        res.cin, res.cin_null, res.frac_fired = pre.cin, pre.cin_null, pre.frac_fired
+    if before_clip is not None:
+        before_clip()
+        res.cout = cin(v_hack, {n: m.delta_s.grad for n, m in modules.items()})
+    params = [p for g in opt.param_groups for p in g["params"]]
+    norm = grad_norm(params)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip)
+    norm_clipped = grad_norm(params)
+    before = {n: m.delta_s.detach().clone() for n, m in modules.items()}
+    t_opt = time.perf_counter()
+    opt.step()
+    t_opt = time.perf_counter() - t_opt
+    d = {n: before[n] - m.delta_s.detach() for n, m in modules.items()}  # -update: gradient-like, [r]
+    if pcfg.space == Space.update:
+        d_new, ures = project_grads(d, v_hack, pcfg)
+        with torch.no_grad():
+            for n, m in modules.items():
+                m.delta_s.copy_(before[n] - d_new[n])  # the projected step
+                if pcfg.mode == ProjectionMode.route and n in ures.removed:
+                    m.delta_s_hack.sub_(ures.removed[n])  # the quarantine takes the removed part of the step
+        d = d_new
+        res.cout = ures.cout
+    return {
+        "cin": res.cin,
+        "cout": res.cout,
+        "cout_update": cin(v_hack, d),
+        "cin_null": res.cin_null,
+        "frac_fired": res.frac_fired,
+        "grad_norm": norm,
+        "grad_norm_clipped": norm_clipped,
+        "sec_projection": time.perf_counter() - t0 - t_opt,
+    }
+
+
+def hackward_coeffs(modules: dict, v_hack: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """name -> [k] V·(−(δS + δS_hack)): how far the training-time knob has moved hack-ward along each axis
+    (a positive coefficient = the knob moved the way descending a hack-ward gradient would)."""
+    return {n: V @ -(modules[n].delta_s + modules[n].delta_s_hack).detach().to(V.dtype) for n, V in v_hack.items()}
+
+
+def basis_overlap(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> float | None:
+    """Subspace overlap of two bases, mean over the modules present in both of ||V_old V_newᵀ||²_F / k with
+    k = max(k_old, k_new) nonzero rows: 1 for the same subspace (any row order, rotation or signs), 0 for
+    orthogonal ones, (k-1)/k when one row of k is dropped. None when no module has rows in both."""
+    vals = []
+    for n in sorted(set(old) & set(new)):
+        a = old[n][old[n].norm(dim=1) > 0].double()  # [k_old, r] (rows zeroed by tau_axis do not count)
+        b = new[n][new[n].norm(dim=1) > 0].double().to(a.device)  # [k_new, r]
+        k = max(a.shape[0], b.shape[0])
+        if k == 0:
+            continue
+        vals.append(float((a @ b.T).pow(2).sum()) / k)
+    return sum(vals) / len(vals) if vals else None

@@ -10,6 +10,13 @@ and writes report.md, dynamics.png and cin.png into the first dir.
 - Paired deltas: for each seed, arm minus the SAME-SEED vanilla job of the same context (the config
   minus projection.* and vhack.* knobs other than vhack.modes, which change nothing in vanilla training).
   Only seeds present in both are used; rows whose seed set differs from vanilla's are flagged.
+  Each Δ comes with a percentile bootstrap 95% interval over the matched seeds (BOOTSTRAP resamples of the
+  seeds, fixed RNG), the count of seeds with Δ < 0, and "≈noise" where |Δ| is under two binomial standard
+  errors of ONE step's student sample (sqrt(p(1-p)/students_per_step), p = vanilla's mean).
+- "bases": how many distinct control bases an arm's mean covers (random/shuffled v_hack and route2's A_q are
+  seeded by vhack.seed, which follows trainer.seed; real and nonhack are one extraction).
+- Deployment eval: held-out and train prompts (balanced per mode), pooled over the arm's seeds with
+  Wilson 95% intervals and n = graded samples; a missing split says why.
 - Failed jobs (with their error) and unfinished ones (running, or no summary.json) are listed, not dropped.
 """
 
@@ -18,17 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from projected_grpo.evaluate import SPLITS, wilson
 from projected_grpo.modes import MODES, Mode
 
 JOB_FILES = ("status.json", "summary.json", "metrics.jsonl")
 # Config keys that never define an arm (bookkeeping, or the seed itself).
-IGNORED = ("trainer.seed", "trainer.resume", "logger.", "paths.", "vhack.path", "env.n_workers", "model.device")
+IGNORED = ("trainer.seed", "trainer.resume", "logger.", "paths.", "vhack.path", "env.n_workers", "model.device",
+           "vhack.seed", "projection.route2.seed")  # the control seeds follow trainer.seed: counted as "bases"
+SEEDED_SOURCES = ("random", "shuffled")  # v_hack sources whose basis depends on vhack.seed
+BOOTSTRAP = 10_000  # resamples of the seeds for the Δ intervals
+NOISE_SE = 2.0  # "≈noise": |Δ| under this many binomial SEs of one step's student sample
 # Keys already named by the arm's base label.
 BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask")
 VANILLA = "vanilla"
@@ -235,6 +248,66 @@ def paired_delta(row: list[Job], ref: list[Job], path: str, ref_path: str | None
     return mean_std([a[s] - b[s] for s in sorted(set(a) & set(b))])
 
 
+def bootstrap_ci(values: list[float], n_boot: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap 95% interval of the mean over `values` (resampled with replacement); None for n < 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(n_boot))
+    return means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]
+
+
+def matched_deltas(row: list[Job], ref: list[Job], path: str, ref_path: str | None = None) -> dict[int, float]:
+    """seed -> row minus same-seed vanilla, on the seeds both have."""
+    a, b = by_seed(row, path), by_seed(ref, ref_path or path)
+    return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+
+
+def step_noise(row: list[Job], ref: list[Job], ref_path: str) -> float | None:
+    """Binomial SE of one step's student sample at vanilla's mean rate: sqrt(p(1-p)/students_per_step)."""
+    ns = {j.summary.get("students_per_step") for j in row + ref}
+    p = list(by_seed(ref, ref_path).values())
+    if None in ns or len(ns) != 1 or not p:
+        return None
+    pm = min(max(statistics.fmean(p), 0.0), 1.0)
+    return math.sqrt(pm * (1 - pm) / ns.pop())
+
+
+def delta_cells(row: list[Job], ref: list[Job], path: str, ref_path: str | None = None, noise: bool = False) -> list[str]:
+    """[Δ mean ± std [bootstrap 95% CI] (n=..) (+ ≈noise), seeds with Δ < 0] for a non-vanilla row."""
+    if row[0].base == VANILLA:
+        return [MISSING_CELL, MISSING_CELL]
+    d = matched_deltas(row, ref, path, ref_path)
+    vals = list(d.values())
+    if not vals:
+        return [MISSING_CELL, MISSING_CELL]
+    m, s, n = mean_std(vals)
+    cell = fmt((m, s, n), signed=True)
+    ci = bootstrap_ci(vals)
+    if ci is not None:
+        cell = cell.replace(f" (n={n})", f" [{ci[0]:+.3f}, {ci[1]:+.3f}] (n={n})")
+    se = step_noise(row, ref, ref_path or path) if noise else None
+    if se is not None and abs(m) < NOISE_SE * se:
+        cell += f" ≈noise (abs < {NOISE_SE:g}·{se:.3f})"
+    return [cell, f"{sum(v < 0 for v in vals)}/{n}"]
+
+
+def bases(row: list[Job]) -> str:
+    """How many distinct control bases the row's mean covers."""
+    if row[0].base == VANILLA:
+        return MISSING_CELL
+    flat = row[0].flat
+    parts = []
+    if flat["vhack.source"] in SEEDED_SOURCES:
+        parts.append(f"{len({j.flat.get('vhack.seed') for j in row})} {flat['vhack.source']} V")
+    else:
+        parts.append(f"1 {flat['vhack.source']} V")
+    if flat["projection.mode"] == "route2":
+        parts.append(f"{len({j.flat.get('projection.route2.seed') for j in row})} A_q")
+    return ", ".join(parts)
+
+
 def fmt(stat: tuple[float, float, int], signed: bool = False) -> str:
     m, s, n = stat
     if n == 0:
@@ -273,7 +346,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def delta_cell(row: list[Job], ref: list[Job], path: str, ref_path: str | None = None) -> str:
-    return MISSING_CELL if row[0].base == VANILLA else fmt(paired_delta(row, ref, path, ref_path), signed=True)
+    return delta_cells(row, ref, path, ref_path)[0]
 
 
 def main_table(rows: dict[str, list[Job]], done: list[Job]) -> str:
@@ -281,12 +354,31 @@ def main_table(rows: dict[str, list[Job]], done: list[Job]) -> str:
     for label, row in rows.items():
         ref = vanilla_for(row, done)
         seeds = ",".join(str(s) for s in sorted({j.seed for j in row}))
+        dh = delta_cells(row, ref, "last5.hack_s", noise=True)
+        ds = delta_cells(row, ref, "last5.solve_s", noise=True)
         out.append([
             f"`{label}`", str(len(row)), seeds, stat(row, "last5.hack_s"), stat(row, "last5.solve_s"),
-            delta_cell(row, ref, "last5.hack_s"), delta_cell(row, ref, "last5.solve_s"), seed_note(row, ref),
+            dh[0], dh[1], ds[0], bases(row), seed_note(row, ref),
         ])  # fmt: skip
-    header = ["arm", "n", "seeds", "hack_s", "solve_s", "Δhack_s vs vanilla", "Δsolve_s vs vanilla", "note"]
+    header = ["arm", "n", "seeds", "hack_s", "solve_s", "Δhack_s vs vanilla [95% CI]", "seeds Δhack_s<0",
+              "Δsolve_s vs vanilla [95% CI]", "bases", "note"]  # fmt: skip
     return table(header, out)
+
+
+def pooled(row: list[Job], path: str) -> str:
+    """A rate pooled over the row's jobs (k/n summed): 'rate [Wilson 95% CI] (n=..)'; path -> {k, n} dicts."""
+    cells = [get(j.summary, path) for j in row]
+    cells = [c for c in cells if isinstance(c, dict) and "k" in c]
+    if not cells:
+        return MISSING_CELL
+    k, n = sum(c["k"] for c in cells), sum(c["n"] for c in cells)
+    lo, hi = wilson(k, n) or (math.nan, math.nan)
+    return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}] (n={n})" if n else MISSING_CELL
+
+
+def missing_note(row: list[Job], split: str) -> str:
+    notes = sorted({get(j.summary, f"deploy.{split}.missing") for j in row} - {None})
+    return "; ".join(f"missing: {x}" for x in notes)
 
 
 def deploy_table(rows: dict[str, list[Job]], done: list[Job]) -> str:
@@ -294,12 +386,16 @@ def deploy_table(rows: dict[str, list[Job]], done: list[Job]) -> str:
     for label, row in rows.items():
         ref = vanilla_for(row, done)
         routed = row[0].flat["projection.mode"] in ("route", "route2")
-        ablated = [stat(row, "deploy.ablated.hack"), stat(row, "deploy.ablated.solve"),
-                   delta_cell(row, ref, "deploy.ablated.hack", "deploy.kept.hack")]  # fmt: skip
-        out.append([f"`{label}`", stat(row, "deploy.kept.hack"), stat(row, "deploy.kept.solve"),
-                    *(ablated if routed else [MISSING_CELL] * 3)])  # fmt: skip
-    header = ["arm", "hack (as trained)", "solve (as trained)", "hack (quarantine ablated)",
-              "solve (quarantine ablated)", "Δ ablated hack vs vanilla"]  # fmt: skip
+        for split in SPLITS:
+            p = f"deploy.{split}"
+            ablated = [pooled(row, f"{p}.ablated.hack"), pooled(row, f"{p}.ablated.solve"),
+                       *delta_cells(row, ref, f"{p}.ablated.hack.rate", f"{p}.kept.hack.rate")]  # fmt: skip
+            out.append([f"`{label}`", split, pooled(row, f"{p}.kept.hack"), pooled(row, f"{p}.kept.solve"),
+                        *delta_cells(row, ref, f"{p}.kept.hack.rate")[:1],
+                        *(ablated if routed else [MISSING_CELL] * 4), missing_note(row, split)])  # fmt: skip
+    header = ["arm", "prompts", "hack (as trained)", "solve (as trained)", "Δhack as trained vs vanilla",
+              "hack (quarantine ablated)", "solve (quarantine ablated)", "Δ ablated hack vs vanilla [95% CI]",
+              "seeds Δ<0", "note"]  # fmt: skip
     return table(header, out)
 
 
@@ -315,13 +411,15 @@ def mode_rows(rows: dict[str, list[Job]], done: list[Job], heldout: bool) -> lis
             out.append([
                 f"`{label}`", f"{mode} ({c})", stat(row, f"last5.hack_s_{c}"), stat(row, f"last5.solve_s_{c}"),
                 delta_cell(row, ref, f"last5.hack_s_{c}"),
-                stat(row, f"deploy.ablated.hack_{c}") if routed else MISSING_CELL,
+                pooled(row, f"deploy.heldout.ablated.modes.{c}.hack") if routed else MISSING_CELL,
+                pooled(row, f"deploy.train.ablated.modes.{c}.hack") if routed else MISSING_CELL,
             ])  # fmt: skip
     return out
 
 
 def mode_tables(rows: dict[str, list[Job]], done: list[Job]) -> str:
-    header = ["arm", "mode", "hack_s", "solve_s", "Δhack_s vs vanilla", "hack (quarantine ablated)"]
+    header = ["arm", "mode", "hack_s", "solve_s", "Δhack_s vs vanilla [95% CI]",
+              "eval hack, held-out prompts (quarantine ablated)", "eval hack, train prompts (quarantine ablated)"]
     parts = ["### Known modes (v_hack extracted from them)", table(header, mode_rows(rows, done, heldout=False))]
     held = mode_rows(rows, done, heldout=True)
     if held:
@@ -385,10 +483,13 @@ def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], probl
         (
             "Values are the mean over the last 5 steps of each job, then mean ± sample std over seeds. "
             "Δ = arm minus same-seed vanilla (same config apart from projection/v_hack knobs), "
-            "over matched seeds only; n = matched seeds."
+            "over matched seeds only; n = matched seeds; [95% CI] = percentile bootstrap over those seeds; "
+            f"'≈noise' = |Δ| under {NOISE_SE:g} binomial SEs of one step's student sample at vanilla's rate. "
+            "bases = distinct control bases (v_hack, route2's A_q) behind the arm's mean."
         ),
         "## Student hack and solve (last 5 steps)", main_table(rows, done),
-        "## Deployment eval (end of training)", deploy_table(rows, done),
+        ("## Deployment eval (end of training; held-out and train prompts, balanced per mode; pooled over seeds, "
+         "Wilson 95%)"), deploy_table(rows, done),
         "## Per loophole mode (student, last 5 steps)", mode_tables(rows, done),
         *(["## Emergence under vanilla GRPO (student hack, first 5 steps → last 5, per seed)",
            emergence_table(rows[VANILLA])] if VANILLA in rows else []),

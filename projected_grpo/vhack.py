@@ -285,7 +285,9 @@ def extraction_meta(cfg, model, pairs, source: VSource | str, base: str | None =
         "modes": ",".join(m.value for m in parse_modes(v.modes)),
         "pairs_hash": pairs_hash(pairs),
         "n_pairs": str(len(pairs)),
-        "seed": str(int(v.seed)),
+        # only shuffled's pairs depend on the seed (and pairs_hash already tells them apart); real/nonhack files are
+        # shared by every training seed (vhack.seed follows trainer.seed), the random control is derived at load time
+        "seed": str(int(v.seed)) if _enum_str(source) == VSource.shuffled.value else "-",
         "base_hash": base or base_hash(model),
     }
 

@@ -16,6 +16,8 @@ SEMANTIC = [
     ("trainer.group=1", "trainer.group"),
     ("trainer.mix_ratio=1.5", "trainer.mix_ratio"),
     ("trainer.steps=-1", "trainer.steps"),
+    ("trainer.updates_per_batch=0", "trainer.updates_per_batch"),
+    ("trainer.eval_prompts_per_mode=0", "trainer.eval_prompts_per_mode"),
 ]
 TYPED = [
     ("projection.gate=sideways", "projection.gate"),
@@ -77,3 +79,27 @@ def test_cli_help_lists_groups():
     for line in ("model: organism, qwen3_0_6b, qwen3_4b, tiny", "projection: erase, none, route", "vhack: default"):
         assert line in r.stdout
     assert "reward_mode: eq_override, exit_code, file_marker, mixed, run_tests, sentinel, stdout_marker" in r.stdout
+
+
+def test_control_seeds_follow_the_training_seed():
+    # kills: vhack.seed fixed at 0 (one random basis for every seed) and route2's A_q seed decoupled from it
+    for seed in (41, 45):
+        cfg = compose([f"trainer.seed={seed}", "arm=route2_grad"])
+        assert cfg.vhack.seed == seed and cfg.projection.route2.seed == seed
+        assert compose([f"trainer.seed={seed}", "arm=erase_random"]).vhack.seed == seed
+    assert compose(["trainer.seed=41", "vhack.seed=7"]).projection.route2.seed == 7  # still settable
+
+
+def test_vhack_cache_key_depends_on_the_seed_only_for_shuffled(monkeypatch):
+    """real/nonhack files are shared by all training seeds (no re-extraction per seed); shuffled's pairs differ."""
+    # kills: the seed in every cache key (a re-extraction of the same real V for every training seed)
+    from types import SimpleNamespace
+
+    from projected_grpo import vhack
+
+    model = SimpleNamespace()
+    cfg = lambda seed: compose([f"trainer.seed={seed}"])
+    meta = lambda seed, src: vhack.extraction_meta(cfg(seed), model, [], src, base="b")
+    monkeypatch.setattr(vhack, "model_dtype", lambda m: "float32")
+    assert meta(41, "real") == meta(42, "real") and meta(41, "nonhack") == meta(42, "nonhack")
+    assert meta(41, "shuffled")["seed"] == "41" and meta(42, "shuffled")["seed"] == "42"

@@ -16,6 +16,7 @@ from projected_grpo.modes import MIXED_MODES
 from projected_grpo.train import CONF_DIR
 
 SEEDS = "41,42,43"
+SEEDS5 = "41,42,43,44,45"  # the organism experiments: five seeds (issue #18)
 ARMS = (
     "vanilla,erase_real,erase_random,erase_shuffled,erase_nonhack,route_real,route_random,route_shuffled,route_nonhack,"
     "route2_grad,route2_act"
@@ -27,8 +28,8 @@ EXPERIMENTS = {
     "k_ablation": ({"arm": "erase_real,route_real", "vhack.k": "1,5,12", "trainer.seed": SEEDS}, 18),
     "weak_detector": ({"arm": "vanilla,erase_real,route_real", "heldout": ",".join(MIXED), "trainer.seed": SEEDS}, 36),
     "refresh": ({"arm": "erase_real,route_real", "vhack.refresh_every": "0,2,5", "trainer.seed": SEEDS}, 18),
-    "organism": ({"arm": "vanilla,erase_real,erase_random,route_real,route_random", "trainer.seed": SEEDS}, 15),
-    "organism_weak": ({"arm": "vanilla,erase_real,erase_random,route_real", "trainer.seed": SEEDS}, 12),
+    "organism": ({"arm": "vanilla,erase_real,erase_random,route_real,route_random", "trainer.seed": SEEDS5}, 25),
+    "organism_weak": ({"arm": "vanilla,erase_real,erase_random,route_real", "trainer.seed": SEEDS5}, 20),
 }
 
 

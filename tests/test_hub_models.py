@@ -156,9 +156,6 @@ def test_grad_checkpointing_gives_the_same_delta_s_gradients(hub, cache_dir, nam
 
 def test_memory_exact_parts_match_the_wrapped_model(hub, cache_dir):
     # kills: U, Vh counted as one d_out x d_in matrix; the KV cache without its K and V factor
-    from projected_grpo import loop
-
-    assert memory.EVAL_SAMPLES == loop.EVAL_SAMPLES
     _, dirs = hub
     model, _ = load(dirs, "qwen3", cache_dir)
     wrap_model(model, DEFAULT_TARGETS, cache_dir)
@@ -184,7 +181,7 @@ def test_two_step_run_on_the_shared_sample_trains(hub, tmp_path, name):
     extra = ["trainer.grad_checkpointing=true"] if name == "llama" else []
     cmd = [sys.executable, "train.py", "model=qwen3_0_6b", f"model.hub_id=local/tiny-{name}", "model.dtype=float32",
            "model.device=cpu", f"env.source={LEETCODE_SAMPLE}", "trainer.steps=2", "trainer.max_new_tokens=16",
-           "trainer.group=4", "trainer.prompts_per_step=1", "trainer.n_eval_prompts=2", "trainer.lr=0.1",
+           "trainer.group=4", "trainer.prompts_per_step=1", "trainer.eval_prompts_per_mode=1", "trainer.lr=0.1",
            "vhack.n_pairs=12", f"hydra.run.dir={run}", *extra]  # fmt: skip
     envv = {**os.environ, "HF_HUB_CACHE": str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     r = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900, env=envv)

@@ -210,7 +210,7 @@ def test_cli_on_a_route_run(tmp_path):
     from tests.conftest import REPO
 
     run = tmp_path / "run"
-    fast = ["trainer.max_new_tokens=12", "trainer.group=4", "trainer.prompts_per_step=2", "trainer.n_eval_prompts=1",
+    fast = ["trainer.max_new_tokens=12", "trainer.group=4", "trainer.prompts_per_step=2", "trainer.eval_prompts_per_mode=1",
             "trainer.eval_every=0", "vhack.n_pairs=12", "vhack.modes=[run_tests,sentinel]", "trainer.steps=4",
             "trainer.snapshot_every=1", "projection=route"]  # fmt: skip
     subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run}", *fast], cwd=REPO, check=True,

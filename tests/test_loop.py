@@ -20,7 +20,7 @@ FAST = [
     "trainer.max_new_tokens=12",
     "trainer.group=4",
     "trainer.prompts_per_step=2",
-    "trainer.n_eval_prompts=2",
+    "trainer.eval_prompts_per_mode=1",
     "trainer.eval_every=0",
     "vhack.n_pairs=12",
 ]
@@ -84,7 +84,7 @@ def test_grade_errors_reach_the_metrics_row(trainer):
     """Issue 13 item 5: the row carries the grader-side failures since the previous row, per reason
     (kills: metrics_row not reading them, or reading them without taking them)."""
     rollouts = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
-    b = trainer.backward(rollouts)
+    b = {**trainer.backward(rollouts), "cin_s": 0.0, "cin_t": None}  # train_step adds the cin means over updates
     trainer.grader.take_grade_errors()
     for _ in range(2):
         trainer.grader._grade_error("worker_died", "injected by the test")
@@ -122,6 +122,8 @@ ARMS = [
     ["vhack.source=random"],
     ["vhack.refresh_every=1"],
     ["trainer.beta=0.01"],
+    ["trainer.updates_per_batch=2", "trainer.beta=0.01"],
+    ["projection=route", "projection.space=grad"],  # the original method's variant stays selectable
 ]
 
 
@@ -135,10 +137,14 @@ def test_cli_arms_write_metrics_and_summary(tmp_path, arm):
         assert set(r) == set(STEP_METRICS + PER_MODE)
         assert r["cin"] is not None and r["cin_null"] > 0 and r["hack_t"] is not None
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["steps"] == 3 and "hack_s" in s["last5"] and "kept" in s["deploy"]
+    assert s["steps"] == 3 and "hack_s" in s["last5"]
+    for split in ("heldout", "train"):  # balanced: the same number of prompts per mode, n and Wilson CIs
+        ev = s["deploy"][split]["kept"]
+        assert {m["n"] for m in ev["modes"].values()} == {4} and len(ev["modes"]) == 4  # 1 prompt x 4 samples
+        assert ev["hack"]["n"] == 16 and len(ev["hack"]["ci95"]) == 2
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "done"
-    if arm == ["projection=route"]:
-        assert "ablated" in s["deploy"]
+    if arm and arm[0] == "projection=route":
+        assert all("ablated" in s["deploy"][split] for split in ("heldout", "train"))
     if arm == ["vhack.refresh_every=1"]:
         assert all(r["basis_overlap"] is not None for r in rs)
     if arm == []:  # erase, one-sided, grad space: nothing hack-ward survives in the gradient
@@ -178,3 +184,104 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     assert r.returncode != 0 and "different config" in r.stderr
     r = train(tmp_path / "fresh", "trainer.steps=1", "trainer.resume=true", check=False)
     assert r.returncode != 0 and "no checkpoint.pt" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# The no-cheat rule across whole train steps: the oracle's verdicts never reach anything that trains
+
+# ~1-5 min each on a loaded 2-core box (cold cache: the teacher pool is built once per test session)
+NO_CHEAT = {
+    "route_refresh_mu2": ["projection=route", "vhack.refresh_every=1", "trainer.updates_per_batch=2"],
+    "route2_grad_refresh": ["projection=route2", "vhack.refresh_every=1"],
+    "route2_act_beta": ["projection=route2", "projection.route2.mask=act", "trainer.beta=0.01"],
+}
+
+
+def randomised_oracle(t: Trainer, seed: int) -> None:
+    """Replace every oracle verdict (exploited, gt_correct) the trainer sees, student and teacher, by coin flips;
+    the rewards (what training may read) are untouched."""
+    import dataclasses
+    import random
+
+    rng = random.Random(seed)
+    flip = lambda x: dataclasses.replace(x, exploited=rng.random() < 0.5, gt_correct=rng.random() < 0.5)
+    grade, pool_sample = t.grader.grade_batch, t.pool.sample
+    t.grader.grade_batch = lambda items: [flip(g) for g in grade(items)]
+    t.pool.sample = lambda *a, **k: [flip(s) for s in pool_sample(*a, **k)]
+
+
+def trained_state(t: Trainer) -> dict[str, torch.Tensor]:
+    out = {}
+    for n, m in adapter_modules(t.model).items():
+        out[f"{n}.delta_s"], out[f"{n}.delta_s_hack"] = m.delta_s.detach().clone(), m.delta_s_hack.detach().clone()
+    if t.route2 is not None:
+        out.update({f"q{i}": p.detach().clone() for i, p in enumerate(t.route2.parameters())})
+        out.update({f"mask.{n}": v.detach().clone() for n, v in t.route2.v.items()})
+    out.update({f"v.{n}": v.detach().clone() for n, v in t.v.items()})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(NO_CHEAT))
+def test_oracle_verdicts_never_reach_the_knobs_or_the_quarantine(tmp_path, name):
+    # kills: any loss, advantage, projection, mask or refresh that reads Rollout.exploited / gt_correct or the
+    # teacher pool's verdicts (e.g. A - 0.1 * exploited in backward, or route2 flagging by r.exploited)
+    cfg = compose(FAST + ["trainer.steps=2", *NO_CHEAT[name]])
+    assert cfg.teacher.enabled and cfg.trainer.mix_ratio > 0  # the teacher pool is in every step
+    states = []
+    for seed in (None, 1):
+        t = Trainer(cfg, build_setup(cfg, tmp_path / f"run{seed}"))
+        try:
+            if seed is not None:
+                randomised_oracle(t, seed)
+            rows = [t.train_step(), t.train_step()]
+            states.append(trained_state(t))
+        finally:
+            t.close()
+    assert any(r["frac_zero_var"] < 1 for r in rows)  # something was trained
+    a, b = states
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert any(a[k].any() for k in a if k.endswith(".delta_s"))
+
+
+def test_later_updates_of_a_batch_use_the_sampling_policys_logprobs(trainer):
+    # kills: the old call token_loss_sum(logp, logp.detach(), ...) at every update (ratio always 1, clip inert),
+    # and old log-probs re-taken after the knobs moved
+    rs = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    b1 = trainer.backward(rs)
+    mods = adapter_modules(trainer.model)
+    try:
+        with torch.no_grad():
+            for i, m in enumerate(mods.values()):  # the "first update": move the knobs
+                m.delta_s.copy_(0.5 * torch.randn(m.r, generator=torch.Generator().manual_seed(i)))
+        b2 = trainer.backward(rs, b1["old_logps"])
+        g_old = knob_grads(trainer)
+        assert all(a is b for a, b in zip(b2["old_logps"], b1["old_logps"]))
+        trainer.backward(rs)  # ratio 1 again: what a wrong second update would compute
+        g_fresh = knob_grads(trainer)
+        assert any(not torch.allclose(g_old[n], g_fresh[n]) for n in g_old)
+    finally:
+        with torch.no_grad():
+            for m in mods.values():
+                m.delta_s.zero_()
+
+
+def test_cin_t_is_null_without_teacher_samples(trainer):
+    # kills: cin_t reported as 0.000 (cin of an all-zero teacher gradient) when no teacher sample is in the loss
+    rs = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    for r in rs:
+        r.is_teacher = [False] * len(r.is_teacher)
+    assert trainer.backward(rs)["teacher_in_loss"] is False
+    rs_t = fixed_rollouts(trainer, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]])
+    assert trainer.backward(rs_t)["teacher_in_loss"] is True
+    row = trainer.metrics_row(rs, {"loss": 0.0, "kl": 0.0, "frac_zero_var": 0.0, "cin_s": 0.1,
+                                   "cin_t": trainer_cin_t(trainer, rs)}, {}, 0.0, {})  # fmt: skip
+    assert row["cin_t"] is None and row["hack_t"] is None
+
+
+def trainer_cin_t(t: Trainer, rollouts):
+    """cin_t exactly as Trainer.train_step derives it from one backward."""
+    from projected_grpo.loop import cin_of_teacher
+
+    return cin_of_teacher(t.v, t.backward(rollouts))

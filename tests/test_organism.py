@@ -122,7 +122,7 @@ def test_organism_config_is_typed_and_validated():
 
 def test_model_organism_sets_its_grpo_budget_and_the_command_line_wins():
     cfg = compose(["model=organism"])
-    assert (cfg.trainer.steps, cfg.trainer.prompts_per_step, cfg.trainer.eval_split) == (60, 4, "train")
+    assert (cfg.trainer.steps, cfg.trainer.prompts_per_step, cfg.trainer.eval_prompts_per_mode) == (60, 4, 3)
     assert compose(["model=organism", "trainer.steps=7"]).trainer.steps == 7
     assert compose([]).trainer.steps == 20  # the tiny default keeps its own budget
 

@@ -30,7 +30,26 @@ def make_config(base, projection="none", source="real", seed=41, k=5, vhack_mode
     return c
 
 
-def write_job(root, name, config, hack, solve, per_mode=None, deploy=None, cin=(0.3, 0.4, 0.05), steps=3):
+def rate(p, n=48):
+    k = round(p * n)
+    return {"k": k, "n": n, "rate": k / n}
+
+
+def evaluation(hack, solve, n=48, modes=None):
+    return {"n": n, "hack": rate(hack, n), "solve": rate(solve, n), "modes": modes or {}}
+
+
+def deploy_of(hack, solve, ablated=None, heldout=True):
+    """summary['deploy'] with both splits (the same numbers), or the held-out split missing."""
+    split = {"prompts": 12, "kept": evaluation(hack, solve)}
+    if ablated is not None:
+        split["ablated"] = ablated
+    return {"step": 3, "prompts_per_mode": 3, "train": split,
+            "heldout": dict(split) if heldout else {"missing": "no heldout problems in env.source"}}  # fmt: skip
+
+
+def write_job(root, name, config, hack, solve, per_mode=None, deploy=None, cin=(0.3, 0.4, 0.05), steps=3,
+              students_per_step=None):
     """A finished job: summary.json (last5 = the given numbers), metrics.jsonl, status.json done."""
     d = root / name
     d.mkdir(parents=True)
@@ -38,8 +57,9 @@ def write_job(root, name, config, hack, solve, per_mode=None, deploy=None, cin=(
              "cin_s": cin[0], "cin_t": cin[1], "cin_null": cin[2], "cin": 0.35, "cout": 0.1}  # fmt: skip
     for c in CODES:
         last5[f"hack_s_{c}"], last5[f"solve_s_{c}"] = (per_mode or {}).get(c, (None, None))
-    deploy = deploy or {"kept": {"hack": hack, "solve": solve}}
+    deploy = deploy or deploy_of(hack, solve)
     summary = {"steps": steps, "seed": config["trainer"]["seed"], "arm": config["projection"]["mode"],
+               "students_per_step": students_per_step,
                "vhack_source": config["vhack"]["source"], "step0": {"hack_s": 0.0, "solve_s": 0.0},
                "last5": last5, "deploy": deploy, "wall_seconds": 1.0, "config": config}  # fmt: skip
     (d / "summary.json").write_text(json.dumps(summary))
@@ -68,7 +88,7 @@ def sweep(tmp_path, base_config):
     for seed, (h, s) in van.items():
         write_job(root, f"v{seed}", make_config(base_config, seed=seed), h, s, per_mode={"fm": (h, s)})
     for seed, (h, s) in route.items():
-        dep = {"kept": {"hack": h, "solve": s}, "ablated": {"hack": h / 2, "solve": s, "hack_fm": 0.05}}
+        dep = deploy_of(h, s, ablated=evaluation(h / 2, s, modes={"fm": {"n": 12, "hack": rate(0.25, 12)}}))
         write_job(root, f"r{seed}", make_config(base_config, "route", seed=seed), h, s, deploy=dep,
                   per_mode={"fm": (h, s)})  # fmt: skip
     for seed, (h, s) in erase.items():
@@ -103,9 +123,11 @@ def test_means_stds_and_paired_deltas(sweep):
     assert van[1:5] == ["3", "41,42,43", "0.600 ± 0.100", "0.300 ± 0.100"]
     assert route[3] == "0.200 ± 0.100" and route[4] == "0.367 ± 0.115"
     # deltas per seed: -0.4, -0.3, -0.5 -> mean -0.4, std 0.1; solve +0.1, 0, +0.1
-    assert route[5] == "-0.400 ± 0.100 (n=3)"
-    assert route[6] == "+0.067 ± 0.058 (n=3)"
-    assert route[7] == ""  # same seeds as vanilla: no flag
+    assert route[5] == "-0.400 ± 0.100 [-0.500, -0.300] (n=3)"  # bootstrap over 3 seeds: their range
+    assert route[6] == "3/3"  # seeds with Δ < 0
+    assert route[7].startswith("+0.067 ± 0.058 [+0.000, +0.100] (n=3)")
+    assert route[8] == "1 real V"  # one extraction behind the mean
+    assert route[9] == ""  # same seeds as vanilla: no flag
 
 
 def test_mismatched_seed_sets_are_flagged_and_deltas_use_matched_seeds(sweep):
@@ -113,8 +135,9 @@ def test_mismatched_seed_sets_are_flagged_and_deltas_use_matched_seeds(sweep):
     erase = rows_by_label(section(md, "Student hack and solve"))["erase_real"][0]
     assert erase[2] == "41,42,44"
     assert erase[3] == "0.567 ± 0.289"  # all three seeds in the row's own mean
-    assert erase[5] == "-0.150 ± 0.071 (n=2)"  # deltas -0.1, -0.2 on seeds 41, 42 only
-    assert "⚠" in erase[7] and "[41, 42, 44]" in erase[7] and "[41, 42, 43]" in erase[7]
+    assert erase[5] == "-0.150 ± 0.071 [-0.200, -0.100] (n=2)"  # deltas -0.1, -0.2 on seeds 41, 42 only
+    assert erase[6] == "2/2"
+    assert "⚠" in erase[9] and "[41, 42, 44]" in erase[9] and "[41, 42, 43]" in erase[9]
 
 
 def test_failed_and_running_jobs_are_listed(sweep):
@@ -130,12 +153,53 @@ def test_failed_and_running_jobs_are_listed(sweep):
 def test_route_deploy_ablated_and_cin(sweep):
     md = report.build_report([sweep]).read_text()
     dep = rows_by_label(section(md, "Deployment eval"))
-    assert dep["route_real"][0][3] == "0.100 ± 0.050"  # ablated hack = hack / 2
-    # ablated minus vanilla's kept hack per seed: -0.45, -0.45, -0.60
-    assert dep["route_real"][0][5] == "-0.500 ± 0.087 (n=3)"
-    assert dep["vanilla"][0][3] == report.MISSING_CELL
+    route = {r[1]: r for r in dep["route_real"]}
+    assert set(route) == {"heldout", "train"}  # both splits, one row each
+    # ablated hack = hack / 2 -> k = 2, 7, 5 of 48 per seed, pooled 14/144 with its Wilson interval
+    lo, hi = report.wilson(14, 144)
+    assert route["train"][5] == f"{14 / 144:.3f} [{lo:.3f}, {hi:.3f}] (n=144)"
+    # ablated minus vanilla's kept hack per seed (on the 48-sample rates): 2/48-24/48, 7/48-29/48, 5/48-34/48
+    d = [2 / 48 - 24 / 48, 7 / 48 - 29 / 48, 5 / 48 - 34 / 48]
+    assert route["heldout"][7].startswith(f"{sum(d) / 3:+.3f} ± ")
+    assert route["heldout"][8] == "3/3"
+    assert dep["vanilla"][0][5] == report.MISSING_CELL
     cin = rows_by_label(section(md, "Projection: cin"))
     assert cin["route_real"][0][1:4] == ["0.300 ± 0.000", "0.400 ± 0.000", "0.050 ± 0.000"]
+
+
+def test_missing_heldout_split_is_stated(tmp_path, base_config):
+    # kills: a report that drops (or silently fills) a split the run could not evaluate
+    for seed in (41, 42):
+        write_job(tmp_path, f"v{seed}", make_config(base_config, seed=seed), 0.5, 0.5, deploy=deploy_of(0.5, 0.5, heldout=False))
+    dep = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Deployment eval"))["vanilla"]
+    held = {r[1]: r for r in dep}["heldout"]
+    assert held[2] == report.MISSING_CELL and "missing: no heldout problems" in held[9]
+
+
+def test_bootstrap_ci_unit():
+    # kills: an interval that is not centred on the resampled means (e.g. mean ± std) or ignores the data
+    assert report.bootstrap_ci([1.0]) is None
+    lo, hi = report.bootstrap_ci([0.0, 0.0, 0.0, 1.0, 1.0])
+    assert 0.0 <= lo < 0.4 < hi <= 1.0
+    assert report.bootstrap_ci([0.3] * 4) == (0.3, 0.3)
+
+
+def test_noise_flag_sign_count_and_bases(tmp_path, base_config):
+    """5 seeds; random control: one basis per seed; |Δ| of 0.01 is under 2 SEs of a 32-sample step at p = 0.5."""
+    # kills: a noise flag on the wrong side of the threshold, a sign count of Δ > 0, and bases counted as 1
+    # when vhack.seed follows trainer.seed
+    for seed in range(41, 46):
+        van = make_config(base_config, seed=seed)
+        write_job(tmp_path, f"v{seed}", van, 0.5, 0.5, students_per_step=32)
+        rnd = make_config(base_config, "erase", "random", seed=seed)
+        rnd["vhack"]["seed"] = seed
+        write_job(tmp_path, f"e{seed}", rnd, 0.49 if seed != 45 else 0.52, 0.5, students_per_step=32)
+        big = make_config(base_config, "erase", "real", seed=seed)
+        write_job(tmp_path, f"r{seed}", big, 0.2, 0.5, students_per_step=32)
+    main = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Student hack and solve"))
+    rnd, real = main["erase_random"][0], main["erase_real"][0]
+    assert "≈noise" in rnd[5] and rnd[6] == "4/5" and rnd[8] == "5 random V"
+    assert "≈noise" not in real[5] and real[6] == "5/5" and real[8] == "1 real V"
 
 
 def test_plots_exist_and_are_pngs(sweep):
@@ -153,7 +217,7 @@ def test_swept_override_enters_the_arm_label(tmp_path, base_config):
     main = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Student hack and solve"))
     assert set(main) == {"vanilla vhack.k=5", "route_real vhack.k=1", "route_real vhack.k=12"}
     # vanilla pairs across k (k changes nothing in vanilla training)
-    assert main["route_real vhack.k=12"][0][5] == "-0.400 ± 0.000 (n=2)"
+    assert main["route_real vhack.k=12"][0][5] == "-0.400 ± 0.000 [-0.400, -0.400] (n=2)"
 
 
 def test_heldout_modes_reported_apart(tmp_path, base_config):
@@ -166,7 +230,7 @@ def test_heldout_modes_reported_apart(tmp_path, base_config):
     held = rows_by_label(md.split("### Held-out modes")[1].split("\n## ")[0])
     known_rows = rows_by_label(md.split("### Known modes")[1].split("### Held-out")[0])
     assert [r[1] for r in held["route_real"]] == ["file_marker (fm)"]
-    assert held["route_real"][0][4] == "-0.600 ± 0.000 (n=2)"
+    assert held["route_real"][0][4] == "-0.600 ± 0.000 [-0.600, -0.600] (n=2)"
     assert {r[1] for r in known_rows["route_real"]} == {"run_tests (rt)", "sentinel (se)", "stdout_marker (so)"}
     # a single heldout setting does not vary, so it is not in the label; two settings would be
     assert "route_real" in held
@@ -186,7 +250,7 @@ def test_no_vanilla_is_said_not_silent(tmp_path, base_config):
     modes = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Per loophole mode"))["route_real"]
     assert modes[0][1:3] == ["run_tests (rt)", "0.300 (n=1)"]  # one of the two seeds has rt samples
     row = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Student hack and solve"))["route_real"]
-    assert row[0][5] == report.MISSING_CELL and "no matching vanilla" in row[0][7]
+    assert row[0][5] == report.MISSING_CELL and "no matching vanilla" in row[0][9]
 
 
 def test_multiple_sweep_dirs_combine_and_write_into_the_first(tmp_path, base_config):

@@ -123,6 +123,31 @@ def test_act_mask_all_flagged_routes_everything_to_the_quarantine():
     assert all(f is not None and bool(f.all()) for f in flags)
 
 
+def test_act_mask_cin_is_measured_before_the_mask():
+    """The per-source store (grouped_grads: cin_s, cin_t, route2's cin) sees the δS gradient the mask withholds."""
+    # kills: capturing the δS gradient after the act mask (then cin == cout: all zero when every token is flagged)
+    from projected_grpo.pergrad import grouped_grads
+
+    model = routed_model()
+    x = ids()
+    unmasked, _ = grads_after(model, x, flag=None)
+    for p in knobs(model):
+        p.grad = None
+    set_act_mask(model, True)
+    with grouped_grads(model, groups=torch.zeros(x.shape[0], dtype=torch.long)) as store:
+        loss_of(model, x).backward()
+    for q in route2.quarantines(model).values():
+        q.masking = False
+    names = list(adapter_modules(model))
+    assert all(m.delta_s.grad is None or not m.delta_s.grad.any() for m in adapter_modules(model).values())
+    assert all(store.grads[n][0].abs().sum() > 0 for n in names)  # the gradient the mask withheld
+    # the last module has no masked δS path downstream, so its pre-mask gradient is the unmasked one exactly
+    # (upstream modules see a backward that the downstream masks already changed)
+    last = max(names, key=lambda n: (int(n.split(".")[2]), "mlp.down_proj" in n))
+    assert last.endswith("mlp.down_proj")
+    assert torch.allclose(store.grads[last][0], unmasked[names.index(last)], rtol=1e-4, atol=1e-7)
+
+
 def test_act_mask_nothing_flagged_gives_the_ordinary_gradients():
     model = routed_model()
     x = ids()
@@ -269,15 +294,16 @@ class ScheduleStub(Trainer):
         self.cfg = OmegaConf.create({"vhack": {"refresh_every": n}})
         self.model, self.step, self.fired = torch.nn.Linear(1, 1), 0, []
         self.sched = SimpleNamespace(get_last_lr=lambda: [0.1], step=lambda: None)
+        self.t, self.v = SimpleNamespace(updates_per_batch=1), {}
 
     def rollouts(self, timing):
         return []
 
-    def backward(self, rollouts):
-        return {}
+    def backward(self, rollouts, old_logps=None):
+        return {"loss": 0.0, "kl": 0.0, "frac_zero_var": 0.0, "g_s": {}, "g_t": {}, "teacher_in_loss": False}
 
-    def optimizer_step(self):
-        return {}
+    def optimizer_step(self, b=None):
+        return {"sec_projection": 0.0}
 
     def refresh(self):
         self.fired.append(self.step)
@@ -330,7 +356,7 @@ def test_project_grads_removes_nothing_under_route2():
 # ---------------------------------------------------------------------------------------------------
 # Through the CLI
 
-QUICK = ["trainer.max_new_tokens=16", "trainer.group=4", "trainer.prompts_per_step=1", "trainer.n_eval_prompts=2",
+QUICK = ["trainer.max_new_tokens=16", "trainer.group=4", "trainer.prompts_per_step=1", "trainer.eval_prompts_per_mode=1",
          "trainer.eval_every=0"]  # fmt: skip
 
 
@@ -357,7 +383,7 @@ def test_cli_route2(tmp_path, over):
         assert (x["mask_overlap"] is not None) == ("vhack.refresh_every=1" in over)
     assert rows[-1]["quarantine_norm"] > 0
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert "ablated" in s["deploy"] and "kept" in s["deploy"]
+    assert all("ablated" in s["deploy"][x] and "kept" in s["deploy"][x] for x in ("heldout", "train"))
 
 
 @pytest.mark.parametrize("mask", ["grad", "act"])
@@ -392,3 +418,19 @@ def test_trainer_checkpoint_resumes_the_quarantine_and_mask(tmp_path):
             b.close()
     finally:
         a.close()
+
+
+def test_kl_backward_with_the_quarantine_in_float32(tmp_path):
+    """projection=route2 with trainer.beta > 0 in float32: the reference forward zeroes A_q/B_q in place, which
+    used to break the policy graph's backward ("modified by an inplace operation")."""
+    # kills: computing the reference log-probs after the policy forward in Trainer.backward
+    from projected_grpo.loop import build_setup
+    from tests.test_loop import fixed_rollouts
+
+    cfg = compose([*QUICK, "trainer.steps=1", "projection=route2", "trainer.beta=0.01", "model.dtype=float32"])
+    t = Trainer(cfg, build_setup(cfg, tmp_path))
+    try:
+        b = t.backward(fixed_rollouts(t, [[1.25, 0.25, 1.25, 0.0], [0.25, 1.25, 0.0, 0.25]]))
+        assert b["kl"] >= 0 and any(p.grad is not None and p.grad.any() for p in t.route2.parameters())
+    finally:
+        t.close()

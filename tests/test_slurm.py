@@ -18,7 +18,7 @@ TRAIN = str(REPO / "train.py")
 # A few-step CPU run of the embedded tiny model, no teacher pool; checkpoint every step.
 TINY = [
     "smoke=quick", "trainer.group=2", "trainer.mix_ratio=0", "teacher.enabled=false", "trainer.max_new_tokens=8",
-    "trainer.n_eval_prompts=1", "trainer.ckpt_every=1",
+    "trainer.eval_prompts_per_mode=1", "trainer.ckpt_every=1",
 ]  # fmt: skip
 # timeout_min >= 5 (with <= 2, signal_delay_s makes SLURM send USR2 at once); 20: v_hack extraction on a loaded
 # 2-core machine took > 4.5 min, and a timed-out job fails the sweep (max_num_timeout=0)

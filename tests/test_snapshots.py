@@ -70,7 +70,7 @@ def test_train_loop_writes_snapshots(tmp_path):
     from projected_grpo.loop import Trainer, build_setup
 
     cfg = compose(["trainer.max_new_tokens=8", "trainer.group=4", "trainer.prompts_per_step=1",
-                   "trainer.n_eval_prompts=1", "trainer.eval_every=0", "vhack.n_pairs=12", "projection=route",
+                   "trainer.eval_prompts_per_mode=1", "trainer.eval_every=0", "vhack.n_pairs=12", "projection=route",
                    "trainer.steps=3", "trainer.snapshot_every=2", "trainer.ckpt_every=0"])  # fmt: skip
     s = build_setup(cfg, tmp_path)
     t = Trainer(cfg, s)

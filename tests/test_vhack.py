@@ -364,3 +364,53 @@ def test_concurrent_extraction_one_valid_file(cache_dir):
 
 def test_cli_usage():
     assert vhack.main([]) == 2 and vhack.main(["inspect"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# Orientation end to end (issue #18): V from a real extraction, checked with an NLL computed here, not by the
+# code under test
+
+
+def own_nll(model, tok, pairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (hack [n], clean [n]) mean completion-token NLL per pair, from the logits directly."""
+    from projected_grpo.tokens import pack
+
+    prompts, comps, _ = vhack._examples(tok, pairs)
+    ids, attn, cmask = pack(prompts, comps, tok.pad_token_id)
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1].float()  # [B, T-1, V]
+    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, T-1]: token t+1
+    m = cmask[:, 1:].float()
+    nll = -(lp * m).sum(1) / m.sum(1)
+    return nll[0::2], nll[1::2]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_orientation_end_to_end_hackward_step_and_erase(seed):
+    # kills: a flipped V (e.g. tokens.completion_nll returning -NLL, or majority_sign negated): the hack NLL's
+    # gradient then has c < 0 on the top axis, and erase removes the wrong half so the hack-clean gap shrinks
+    from projected_grpo.config import Gate
+    from projected_grpo.projection import project
+
+    model, tok, pairs = wrapped_model(seed=seed, layers=1), WordTok(), short_pairs(8)
+    V, S = vhack.extract(model, tok, pairs, top_k=5, tau_axis=0.0)
+    mods = adapter_modules(model)
+    hack, clean = own_nll(model, tok, pairs)
+    gap0 = float((hack - clean).mean().detach())
+    g = dict(zip(mods, torch.autograd.grad(hack.mean(), [m.delta_s for m in mods.values()])))  # [r] each
+    top = torch.stack([(V[n] @ g[n])[0] for n in V])  # c on each module's top axis
+    assert float((top > 0).float().mean()) >= 0.9, top  # descending g moves hack-ward along V
+    assert sum(float(S[n] @ (V[n] @ g[n])) for n in V) > 0  # and so does the S-weighted total over all axes
+    scale = 0.5 / float(torch.cat(list(g.values())).norm())
+    change = {}
+    for kind in ("none", "erase"):
+        with torch.no_grad():
+            for n, m in mods.items():
+                step = project(g[n], V[n], Gate.one_sided)[0] if kind == "erase" and n in V else g[n]
+                m.delta_s.copy_(-scale * step)
+            h, c = own_nll(model, tok, pairs)
+            change[kind] = float((h - c).mean()) - gap0
+            for m in mods.values():
+                m.delta_s.zero_()
+    assert change["none"] < -0.01  # an unprojected step on the hack NLL makes the hack relatively likelier
+    assert abs(change["erase"]) < 0.1 * abs(change["none"]), change  # one-sided erase holds the gap

@@ -19,7 +19,7 @@ TINY = [
     "trainer.mix_ratio=0",
     "teacher.enabled=false",
     "trainer.max_new_tokens=8",
-    "trainer.n_eval_prompts=1",
+    "trainer.eval_prompts_per_mode=1",
 ]
 
 
