@@ -1,5 +1,5 @@
 """Hydra sweeps on a real single-node SLURM cluster (tests/slurm_cluster.py): completion, fail-fast on a
-killed job, and preemption -> requeue -> resume from checkpoint.pt with the same metrics."""
+killed job, and preemption -> requeue -> resume from checkpoint.safetensors with the same metrics."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_killed_job_fails_the_sweep_fast(slurm, tmp_path):
 
 def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
     """Two identical jobs; task 0 is preempted (USR2, as SlurmJob._interrupt and real preemption send it)
-    after its first checkpoint, is requeued by submitit into the SAME run dir, resumes from checkpoint.pt,
+    after its first checkpoint, is requeued by submitit into the SAME run dir, resumes from checkpoint.safetensors,
     and ends with the metrics of the uninterrupted task 1."""
     # long enough (~10-20 s) that the preemption lands mid-run, after the first checkpoint
     n_steps = 40
@@ -153,7 +153,7 @@ def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
     victim = job_dirs(tmp_path)[0]
 
     def checkpointed():
-        return (victim / "checkpoint.pt").exists() and (victim / "metrics.jsonl").exists() and len(rows(victim)) >= 1
+        return (victim / "checkpoint.safetensors").exists() and (victim / "metrics.jsonl").exists() and len(rows(victim)) >= 1
 
     until(checkpointed, 300, "task 0's first checkpoint", slurm, tmp_path)
     job_id = f"{task(slurm, 0)['ArrayJobId']}_0"
