@@ -46,16 +46,17 @@ def flatten(obj, name: str, tensors: dict[str, torch.Tensor]):
     """JSON-able skeleton of `obj`; tensors go to `tensors` under path-like names. Tuples and dicts with
     non-str keys are tagged so that they come back as they were."""
     if isinstance(obj, torch.Tensor):
-        tensors[name] = obj.detach().cpu()
+        tensors[name] = obj.detach().cpu().clone()  # own storage: safetensors refuses shared memory
         return {"__tensor__": name}
+    sub = lambda k: f"{name}/{k}" if name else str(k)  # noqa: E731
     if isinstance(obj, tuple):
-        return {"__tuple__": [flatten(x, f"{name}/{i}", tensors) for i, x in enumerate(obj)]}
+        return {"__tuple__": [flatten(x, sub(i), tensors) for i, x in enumerate(obj)]}
     if isinstance(obj, list):
-        return [flatten(x, f"{name}/{i}", tensors) for i, x in enumerate(obj)]
+        return [flatten(x, sub(i), tensors) for i, x in enumerate(obj)]
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj) and not any(k.startswith("__") for k in obj):
-            return {k: flatten(v, f"{name}/{k}", tensors) for k, v in obj.items()}
-        return {"__items__": [[k, flatten(v, f"{name}/{k}", tensors)] for k, v in obj.items()]}
+            return {k: flatten(v, sub(k), tensors) for k, v in obj.items()}
+        return {"__items__": [[k, flatten(v, sub(k), tensors)] for k, v in obj.items()]}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(f"checkpoint state field {name} holds a {type(obj).__name__}; only tensors and JSON values fit")

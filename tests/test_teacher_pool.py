@@ -11,8 +11,8 @@ import pytest
 from projected_grpo.config import TeacherConfig
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import assign_modes, embedded_problems
-from projected_grpo.modes import MIXED_MODES, Mode
 from projected_grpo.integrity import CHECKSUM, with_checksum
+from projected_grpo.modes import MIXED_MODES, Mode
 from projected_grpo.teacher_pool import TeacherSample, build_pool, plan_counts, pool_key, pool_path
 
 

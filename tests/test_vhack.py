@@ -1,4 +1,4 @@
-"""v_hack extraction, file schema v2, loader checks, noise floor, controls and the load-or-extract cache."""
+"""v_hack extraction, file schema v3, loader checks, noise floor, controls and the load-or-extract cache."""
 
 import logging
 import os
