@@ -16,6 +16,7 @@ from projected_grpo import checkpoint, vhack
 from projected_grpo.adapter import SVD_DIR, svd_cached, weight_key
 from projected_grpo.integrity import CHECKSUM, IntegrityError, load_safetensors, save_safetensors, tensors_checksum
 from tests.conftest import compose
+from tests.test_resume_safety import Payload
 from tests.test_vhack import hand_file, wrapped_model
 
 
@@ -168,16 +169,6 @@ def test_teacher_pool_edit_and_nan_are_refused(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints (findings 1 and 3)
-
-
-class Payload:
-    """Unpickling this writes a marker file: what a crafted checkpoint.pt could do instead."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
 def test_checkpoint_state_roundtrip(tmp_path):
