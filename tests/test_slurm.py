@@ -53,8 +53,11 @@ def _kill_leftover_sweeps():
 def launch(cluster, tmp: Path, *overrides: str) -> subprocess.Popen:
     """`train.py -m` with cwd=tmp (multirun/ lands there); stdout+stderr to tmp/sweep.log."""
     log = open(tmp / "sweep.log", "w")  # noqa: SIM115 - stays open for the child process
+    # the jobs (submitit unpickles `main` with cwd=tmp) must import this checkout's package, not whatever checkout
+    # the venv's editable install points at
+    env = {**cluster.env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     p = subprocess.Popen(
-        [sys.executable, TRAIN, "-m", *overrides], cwd=tmp, env=cluster.env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, TRAIN, "-m", *overrides], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     _LAUNCHED.append(p)
     return p
