@@ -101,7 +101,10 @@ def load_safetensors(path, key: str, fix: str) -> tuple[dict[str, str], dict[str
     try:
         with safe_open(str(path), "pt") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            # .clone(): safetensors hands out tensors at the file's data offsets (8-byte aligned only, shifting with
+            # the header length); MKL's gemv rounds differently on such buffers than on the allocator's 64-byte
+            # aligned ones, so a resumed run drifted from an uninterrupted one in the last bits (cin at 1e-8)
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as e:  # SafetensorError, OSError, ...: the library's message names neither file nor key
         raise IntegrityError(
             f"{where(path, key)} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated, "
