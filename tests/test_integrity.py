@@ -60,6 +60,16 @@ def test_save_load_roundtrip_and_every_refusal(tmp_path):
         load_safetensors(p, "some.key", "FIX")
 
 
+def test_loaded_tensors_sit_in_aligned_memory(tmp_path):
+    # a resumed run must compute bit-identically to an uninterrupted one; MKL's gemv rounds differently on the
+    # 8-byte-aligned buffers safetensors hands out (test_loop's kill-resume test drifted at 1e-8).
+    # kills: load_safetensors without the .clone()
+    p = tmp_path / "x.safetensors"
+    save_safetensors(p, {f"t{i}": torch.randn(3, 5) for i in range(4)}, {"pad": "x" * 13})
+    _, t = load_safetensors(p, "some.key", "FIX")
+    assert all(v.data_ptr() % 64 == 0 for v in t.values())
+
+
 # ---------------------------------------------------------------------------------------------------
 # v_hack files (findings 3 and 4)
 
