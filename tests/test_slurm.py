@@ -163,6 +163,8 @@ def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
     however fast or slow the machine is; the requeued job starts when SLURM's requeue hold (cred_expire) ends. The
     old test forced `StartTime=now` to skip that hold, and on a busy machine slurmd then refused the launch ("Job N
     already killed, do not launch batch job": the job's credential was still revoked)."""
+    # kills: the requeued job not resuming (rows != the reference's, or no "resumed from" in train.log), a new run
+    # dir per requeue; flakiness check: 5/5 passes with two CPU-bound processes beside it (issue 16)
     n_steps = 6
     p = launch(slurm, tmp_path, *TINY, *SLURM, f"trainer.steps={n_steps}", "trainer.seed=7,7")
     until(lambda: len(list(tmp_path.glob("multirun/*/*/1_*"))) == 1, DEADLINE, "the sweep dirs", slurm, tmp_path)
