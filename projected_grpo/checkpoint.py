@@ -48,7 +48,7 @@ def flatten(obj, name: str, tensors: dict[str, torch.Tensor]):
     if isinstance(obj, torch.Tensor):
         tensors[name] = obj.detach().cpu().clone()  # own storage: safetensors refuses shared memory
         return {"__tensor__": name}
-    sub = lambda k: f"{name}/{k}" if name else str(k)  # noqa: E731
+    sub = lambda k: f"{name}/{k}" if name else str(k)
     if isinstance(obj, tuple):
         return {"__tuple__": [flatten(x, sub(i), tensors) for i, x in enumerate(obj)]}
     if isinstance(obj, list):

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from projected_grpo.atomic import write_json
-from projected_grpo.integrity import IntegrityError, load_json, where, with_checksum
 from projected_grpo.config import TeacherConfig
 from projected_grpo.env import completions
 from projected_grpo.env.grader import GRADER_VERSION
 from projected_grpo.env.problem import Problem
+from projected_grpo.integrity import IntegrityError, load_json, where, with_checksum
 from projected_grpo.modes import MIXED_MODES, Mode, parse_modes
 
 KINDS = ("hack", "honest", "wrong")

@@ -23,7 +23,9 @@ def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def killed(point: str, n: int, run_dir, cache) -> None:
-    r = run([sys.executable, DRIVER, point, str(n), f"hydra.run.dir={run_dir}", f"paths.cache_dir={cache}", *FAST, *STEPS])
+    r = run(
+        [sys.executable, DRIVER, point, str(n), f"hydra.run.dir={run_dir}", f"paths.cache_dir={cache}", *FAST, *STEPS]
+    )
     assert r.returncode == -signal.SIGKILL, f"{point}: the fault did not fire (rc {r.returncode})\n{r.stderr[-3000:]}"
 
 
@@ -62,5 +64,5 @@ def test_sigkill_at_four_points_then_resume_gives_the_uninterrupted_metrics(tmp_
     assert r.returncode == 0, r.stderr[-3000:]
     assert [x["step"] for x in rows(a)] == [1, 2, 3, 4]
     assert comparable(rows(a)) == comparable(rows(b))
-    summary = lambda d: {k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k != "wall_seconds"}  # noqa: E731
+    summary = lambda d: {k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k != "wall_seconds"}
     assert summary(a)["last5"] == summary(b)["last5"] and summary(a)["deploy"] == summary(b)["deploy"]

@@ -229,7 +229,9 @@ def test_damaged_checkpoint_is_refused_with_path_and_fix(tmp_path, damage):
     knob = torch.linspace(-1, 1, 32)
     if damage == "nan_knob":
         knob[3] = float("nan")
-    checkpoint.save(path, {"step": 1, "knobs": {"mod.q_proj": (knob, knob)}, "config": checkpoint.config_fingerprint(cfg)})
+    checkpoint.save(
+        path, {"step": 1, "knobs": {"mod.q_proj": (knob, knob)}, "config": checkpoint.config_fingerprint(cfg)}
+    )
     data = path.read_bytes()
     if damage == "truncated":
         path.write_bytes(data[: len(data) - 40])

@@ -38,7 +38,9 @@ def test_crafted_pickle_checkpoint_runs_nothing(tmp_path):
     r = train(run, "trainer.steps=1", "trainer.resume=true", check=False)
     assert not marker.exists(), "unpickling the checkpoint ran its payload"
     assert r.returncode != 0
-    assert "old pickle format" in r.stderr and "python -m projected_grpo.checkpoint convert" in r.stderr, r.stderr[-2000:]
+    assert "old pickle format" in r.stderr and "python -m projected_grpo.checkpoint convert" in r.stderr, r.stderr[
+        -2000:
+    ]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]  # the refused run wrote nothing
 
 

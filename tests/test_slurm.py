@@ -110,6 +110,13 @@ def task(cluster, index: int) -> dict | None:
     return max(tasks, key=lambda j: int(j["ArrayJobId"]), default=None)
 
 
+def usr2_pending(pid: int) -> bool:
+    """SIGUSR2 is pending in process `pid` (thread- or process-directed), from /proc/PID/status."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    bit = 1 << (signal.SIGUSR2 - 1)
+    return any(int(status[k].strip(), 16) & bit for k in ("SigPnd", "ShdPnd"))
+
+
 def rows(job: Path) -> list[dict]:
     """metrics.jsonl without the timing columns; only complete lines (a poll may read a line being appended)."""
     path = job / "metrics.jsonl"
@@ -127,6 +134,7 @@ def test_three_job_sweep_completes(slurm, tmp_path):
     for job in jobs:
         assert json.loads((job / "status.json").read_text())["status"] == "done"
         assert (job / "summary.json").exists()
+
     # they really went through SLURM: one array job, three tasks that end COMPLETED (submitit returns as soon
     # as the result pickles exist; slurmd may report the last task's exit a moment later)
     def states():
@@ -143,7 +151,13 @@ def test_killed_job_fails_the_sweep_fast(slurm, tmp_path):
     job = until(
         lambda: (t := task(slurm, 0)) and t["JobState"] == "RUNNING" and t, DEADLINE, "the job to run", slurm, tmp_path
     )
-    until(lambda: list(tmp_path.glob("multirun/*/*/0_*/status.json")), DEADLINE, "the job to start python", slurm, tmp_path)
+    until(
+        lambda: list(tmp_path.glob("multirun/*/*/0_*/status.json")),
+        DEADLINE,
+        "the job to start python",
+        slurm,
+        tmp_path,
+    )
     slurm.run("scancel", "--signal=KILL", f"{job['ArrayJobId']}_0")
     t0 = time.monotonic()
     rc = wait(p, slurm, tmp_path, DEADLINE)
@@ -179,7 +193,10 @@ def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
     try:
         assert len(rows(victim)) < n_steps, "task 0 finished before it could be preempted"
         job_id = f"{task(slurm, 0)['ArrayJobId']}_0"
-        slurm.run("scancel", "--signal=USR2", job_id)  # pending until SIGCONT: handled mid-run
+        slurm.run("scancel", "--signal=USR2", job_id)
+        # scancel returns before slurmd has delivered the signal: continue the victim only once USR2 is pending in
+        # it, so that it is handled mid-run (continued earlier, a busy machine let the job finish first)
+        until(lambda: usr2_pending(pid), DEADLINE, "USR2 pending in task 0", slurm, tmp_path)
     finally:
         os.kill(pid, signal.SIGCONT)
     # submitit's handler checkpoints and runs `scontrol requeue`; SLURM starts the job again after its hold
