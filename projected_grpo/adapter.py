@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from projected_grpo.atomic import atomic_path
+from projected_grpo.integrity import load_safetensors, save_safetensors
 
 
 class AntiPaSTOLinear(nn.Module):
@@ -101,31 +100,29 @@ def weight_key(w: torch.Tensor) -> str:
     return h.hexdigest()[:32]
 
 
-def atomic_save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+SVD_DIR = "svd-v2"  # under paths.cache_dir; v2: files carry a content checksum (the old svd/ files are not read)
+SVD_KEY = "paths.cache_dir (the SVD cache)"
 
 
 def svd_cached(w: torch.Tensor, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD of W in float32: U [d_out, r], S [r], Vh [r, d_in]; cached by weight hash."""
+    """Thin SVD of W in float32: U [d_out, r], S [r], Vh [r, d_in]; cached by weight hash (integrity.py:
+    checksummed, non-finite values refused)."""
     key = weight_key(w)
-    path = Path(cache_dir) / "svd" / f"{key}.safetensors" if cache_dir is not None else None
+    path = Path(cache_dir) / SVD_DIR / f"{key}.safetensors" if cache_dir is not None else None
     if path is not None and path.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            stored = (f.metadata() or {}).get("weight_key")
+        fix = f"Delete it (rm {path}); the next run recomputes it."
+        meta, t = load_safetensors(path, SVD_KEY, fix)
+        stored = meta.get("weight_key")
         if stored != key:
             raise RuntimeError(
-                f"stale SVD cache entry {path}: stored weight_key={stored!r}, expected {key!r}. "
-                f"The file does not belong to this weight; delete it (rm {path}) or clear the cache dir."
+                f"stale SVD cache entry {path} (chosen by {SVD_KEY}): stored weight_key={stored!r}, expected "
+                f"{key!r}. The file does not belong to this weight; {fix}"
             )
-        t = load_file(str(path))
         return t["U"], t["S"], t["Vh"]
     U, S, Vh = torch.linalg.svd(w.detach().float(), full_matrices=False)
     U, S, Vh = U.cpu(), S.cpu(), Vh.cpu()
     if path is not None:
-        atomic_save_safetensors({"U": U, "S": S, "Vh": Vh}, path, {"weight_key": key, "shape": str(tuple(w.shape))})
+        save_safetensors(path, {"U": U, "S": S, "Vh": Vh}, {"weight_key": key, "shape": str(tuple(w.shape))})
     return U, S, Vh
 
 

@@ -30,12 +30,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from projected_grpo import checkpoint
 from projected_grpo import evaluate as eval_mod
 from projected_grpo import snapshots
 from projected_grpo.evaluate import EVAL_SAMPLES
 from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, deployed, folded, reference_model, wrap_model
-from projected_grpo.atomic import atomic_path, write_json
+from projected_grpo.atomic import write_json, write_text
 from projected_grpo.config import ProjectionMode, Space
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import load_problem_set
@@ -51,7 +52,7 @@ from projected_grpo.tokens import completion_logprobs, encode_completion, encode
 from projected_grpo.tracking import PER_MODE, STEP_METRICS, TIMING, Tracker, mode_key
 
 log = logging.getLogger(__name__)
-CKPT_NAME = "checkpoint.pt"
+HYDRA_SUBDIR = ".hydra"  # where record_run_files writes the job's config (report.py reads overrides.yaml)
 LAST_N = 5  # summary = mean of the last N steps
 
 
@@ -135,11 +136,29 @@ def write_status(out: Path, status: str, **extra) -> None:
     write_json(out / "status.json", {"status": status, "time": time.time(), **extra}, indent=2)
 
 
+def record_run_files(cfg: DictConfig, out: Path) -> None:
+    """What Hydra writes at job start, written here only once the run is accepted (conf/train.yaml turns
+    Hydra's own writing off, so that a refused resume changes nothing in the run dir):
+    .hydra/{config,hydra,overrides}.yaml, and train.log (a handler in Hydra's job_logging format)."""
+    hc = HydraConfig.get()
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", HydraConfig.instance().cfg),
+        ("overrides.yaml", hc.overrides.task),
+    ):
+        write_text(out / HYDRA_SUBDIR / name, OmegaConf.to_yaml(node))
+    handler = logging.FileHandler(out / f"{hc.job.name}.log")
+    handler.setFormatter(logging.Formatter(hc.job_logging.formatters.simple.format))
+    logging.getLogger().addHandler(handler)
+
+
 def run(cfg: DictConfig) -> float | None:
     out = run_dir()
+    resume = checkpoint.preflight(cfg, out)  # a refused resume raises here, before anything is written
+    record_run_files(cfg, out)
     write_status(out, "running", pid=os.getpid())
     try:
-        result = _run(cfg, out)
+        result = _run(cfg, out, resume)
     except BaseException as e:
         write_status(out, "failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -147,7 +166,7 @@ def run(cfg: DictConfig) -> float | None:
     return result
 
 
-def _run(cfg: DictConfig, out: Path) -> float | None:
+def _run(cfg: DictConfig, out: Path, resume: dict | None = None) -> float | None:
     torch.manual_seed(cfg.trainer.seed)
     if cfg.trainer.torch_threads:
         torch.set_num_threads(cfg.trainer.torch_threads)
@@ -156,7 +175,7 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
         print(line)
     if cfg.trainer.steps == 0:
         return None
-    trainer = Trainer(cfg, s)
+    trainer = Trainer(cfg, s, resume)
     try:
         summary = trainer.train()
     except BaseException:
@@ -198,7 +217,9 @@ class Rollout:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, s: Setup):
+    def __init__(self, cfg: DictConfig, s: Setup, resume: dict | None = None):
+        """resume: the state from checkpoint.preflight (run() validates it before writing anything);
+        None: preflight here (a fresh run, or a checkpoint already in s.run_dir)."""
         self.cfg, self.s, self.t = cfg, s, cfg.trainer
         self.model, self.tok = s.model, s.tokenizer
         self.modules = adapter_modules(self.model)
@@ -241,7 +262,7 @@ class Trainer:
         self.step = 0
         self.basis_overlap = None
         self.deploy_evals: list[dict] = []
-        self._maybe_resume()
+        self._maybe_resume(resume if resume is not None else checkpoint.preflight(cfg, s.run_dir))
         self.tracker = Tracker(cfg, s.run_dir, resume_step=self.step)
 
     def _teacher_pool(self):
@@ -502,16 +523,10 @@ class Trainer:
 
     @property
     def ckpt_path(self) -> Path:
-        return self.s.run_dir / CKPT_NAME
-
-    def config_fingerprint(self) -> str:
-        c = OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)
-        c["trainer"].pop("resume", None)
-        c["trainer"].pop("steps", None)
-        c.pop("logger", None)
-        return json.dumps(c, sort_keys=True)
+        return self.s.run_dir / checkpoint.CKPT_NAME
 
     def save_checkpoint(self) -> None:
+        """checkpoint.safetensors (checkpoint.py): tensors + JSON only, checksummed, written atomically."""
         state = {
             "step": self.step,
             "knobs": {n: (m.delta_s.detach().clone(), m.delta_s_hack.detach().clone()) for n, m in self.modules.items()},
@@ -524,25 +539,14 @@ class Trainer:
             "basis_overlap": self.basis_overlap,
             "deploy_evals": self.deploy_evals,
             "route2": self.route2.state_dict() if self.route2 is not None else None,
-            "config": self.config_fingerprint(),
+            "config": checkpoint.config_fingerprint(self.cfg),
         }
-        with atomic_path(self.ckpt_path) as tmp:
-            torch.save(state, tmp)
+        checkpoint.save(self.ckpt_path, state)
 
-    def _maybe_resume(self) -> None:
-        if not self.ckpt_path.exists():
-            if self.t.resume:
-                raise FileNotFoundError(
-                    f"trainer.resume=true but there is no {CKPT_NAME} in {self.s.run_dir}; point hydra.run.dir at the "
-                    f"run directory to resume, or drop trainer.resume"
-                )
+    def _maybe_resume(self, state: dict | None) -> None:
+        """Restore the train state from a checkpoint.preflight result (None: a fresh run)."""
+        if state is None:
             return
-        state = torch.load(self.ckpt_path, weights_only=False)
-        if state["config"] != self.config_fingerprint():
-            raise RuntimeError(
-                f"checkpoint {self.ckpt_path} was written by a different config; refusing to resume over it. "
-                f"Use a fresh run directory, or restore the original overrides."
-            )
         with torch.no_grad():
             for n, m in self.modules.items():
                 m.delta_s.copy_(state["knobs"][n][0])
@@ -552,7 +556,7 @@ class Trainer:
         self.rng.setstate(state["rng_py"])
         self.gen.set_state(state["rng_gen"])
         torch.set_rng_state(state["rng_torch"])
-        self.v = state["v"]
+        self.v = {n: t.to(self.device) for n, t in state["v"].items()}
         self.basis_overlap = state["basis_overlap"]
         if self.route2 is not None:
             self.route2.load_state_dict(state["route2"])

@@ -6,7 +6,7 @@ One safetensors file per snapshot, <run_dir>/snapshots/step_{step:06d}.safetenso
     delta_s_hack/{module}  [r]            the quarantine knob (route; zero in the other arms)
     A_q/{module}           [r_q, d_in]    route2's quarantine LoRA (projection=route2 only)
     B_q/{module}           [d_out, r_q]
-metadata: schema, step. With snapshot_every=N > 0 the loop saves step 0 (before any update), every N steps
+metadata: schema, step, content checksum (verified at load, non-finite values refused). With snapshot_every=N > 0 the loop saves step 0 (before any update), every N steps
 and the final step; N = 0 saves none. The knobs start at zero, so snapshot t minus snapshot 0 is the delta
 learned by step t (a resumed run keeps the step-0 file it wrote first).
 """
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from projected_grpo.adapter import AntiPaSTOLinear, atomic_save_safetensors
+from projected_grpo import integrity
+from projected_grpo.adapter import AntiPaSTOLinear
 
-SCHEMA = "knob_snapshot_v1"
+SCHEMA = "knob_snapshot_v2"  # v2: content checksum in the metadata (integrity.py)
 SNAPSHOT_DIR = "snapshots"
 KEYS = ("delta_s", "delta_s_hack", "A_q", "B_q")  # tensor-name prefixes, one per stored kind
 _FILE = re.compile(r"^step_(\d{6})\.safetensors$")
@@ -54,7 +55,7 @@ def save(run_dir: Path, step: int, modules: dict[str, AntiPaSTOLinear]) -> Path:
             t[f"A_q/{n}"] = m.quarantine.A_q.detach().float().cpu()
             t[f"B_q/{n}"] = m.quarantine.B_q.detach().float().cpu()
     path = snapshot_path(run_dir, step)
-    atomic_save_safetensors(t, path, {"schema": SCHEMA, "step": str(step)})
+    integrity.save_safetensors(path, t, {"schema": SCHEMA, "step": str(step)})
     return path
 
 
@@ -65,13 +66,10 @@ def maybe_save(run_dir: Path, step: int, every: int, modules: dict[str, AntiPaST
 
 
 def load(path: Path) -> Snapshot:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata() or {})
-        if meta.get("schema") != SCHEMA:
-            raise SnapshotError(f"{path}: schema {meta.get('schema')!r}, expected {SCHEMA!r} (not a knob snapshot)")
-        t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    fix = "the snapshot is damaged: rerun the training run with trainer.snapshot_every set to rewrite it"
+    meta, t = integrity.load_safetensors(path, "trainer.snapshot_every", fix)
+    if meta.get("schema") != SCHEMA:
+        raise SnapshotError(f"{path}: schema {meta.get('schema')!r}, expected {SCHEMA!r} (not a knob snapshot)")
     parts: dict[str, dict[str, torch.Tensor]] = {k: {} for k in KEYS}
     for key, v in t.items():
         kind, _, name = key.partition("/")

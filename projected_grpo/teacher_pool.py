@@ -6,8 +6,9 @@ subset of modes: a problem whose mode is outside it gets honest and wrong comple
 the ratio frac_honest : frac_wrong (evenly when both are 0). Every completion is graded once, under the problem's mode.
 
 The pool is cached as JSON in ``cache_dir``, keyed by a hash of the problems (ids, modes, canonicals, tests), the
-TeacherConfig fields, COMPLETIONS_VERSION and GRADER_VERSION; written atomically (temp file + os.replace). A cache
-file whose stored key differs from its name's key is an error, never overwritten.
+TeacherConfig fields, COMPLETIONS_VERSION, GRADER_VERSION and POOL_FORMAT; written atomically (temp file + os.replace)
+with a content checksum (integrity.py) that is verified at load, non-finite rewards refused. A cache file whose stored
+key differs from its name's key, or whose content does not match its checksum, is an error, never overwritten.
 
     python -m projected_grpo.teacher_pool build [--cache-dir DIR] [--modes run_tests sentinel] [--n-per-problem 8]
 """
@@ -29,9 +30,12 @@ from projected_grpo.config import TeacherConfig
 from projected_grpo.env import completions
 from projected_grpo.env.grader import GRADER_VERSION
 from projected_grpo.env.problem import Problem
+from projected_grpo.integrity import IntegrityError, load_json, where, with_checksum
 from projected_grpo.modes import MIXED_MODES, Mode, parse_modes
 
 KINDS = ("hack", "honest", "wrong")
+POOL_FORMAT = 2  # 2: the file carries a content checksum (part of the key, so format-1 files are never read)
+POOL_KEY = "paths.cache_dir (the teacher pool cache, teacher.*)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ def pool_key(problems: Sequence[Problem], cfg: TeacherConfig) -> str:
         "teacher": _teacher_fields(cfg),
         "completions_version": completions.COMPLETIONS_VERSION,
         "grader_version": GRADER_VERSION,
+        "pool_format": POOL_FORMAT,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -117,11 +122,13 @@ class TeacherPool:
         return sum(len(v) for v in self.samples.values())
 
     def to_json(self) -> dict:
-        return {
-            "key": self.key,
-            "grader_version": GRADER_VERSION,
-            "problems": {pid: [asdict(s) for s in ss] for pid, ss in self.samples.items()},
-        }
+        return with_checksum(
+            {
+                "key": self.key,
+                "grader_version": GRADER_VERSION,
+                "problems": {pid: [asdict(s) for s in ss] for pid, ss in self.samples.items()},
+            }
+        )
 
 
 def pool_path(cache_dir: str | Path, key: str) -> Path:
@@ -129,7 +136,8 @@ def pool_path(cache_dir: str | Path, key: str) -> Path:
 
 
 def _load(path: Path, key: str) -> TeacherPool:
-    data = json.loads(path.read_text())
+    fix = f"Delete it (rm {path}); the next run rebuilds it."
+    data = load_json(path, POOL_KEY, fix)  # checksum verified, every number finite
     stored = data.get("key")
     if stored != key:
         raise ValueError(
@@ -137,7 +145,10 @@ def _load(path: Path, key: str) -> TeacherPool:
             f"was edited or is a hash-prefix collision. Delete it (or pick another cache dir) to rebuild; refusing "
             f"to overwrite it"
         )
-    samples = {pid: [TeacherSample(**s) for s in ss] for pid, ss in data["problems"].items()}
+    try:
+        samples = {pid: [TeacherSample(**s) for s in ss] for pid, ss in data["problems"].items()}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise IntegrityError(f"{where(path, POOL_KEY)}: the samples do not have the TeacherSample fields ({e}). {fix}") from e
     return TeacherPool(key, samples, path)
 
 

@@ -6,8 +6,9 @@ Per module  D = G_hack − G_clean  [n_pairs, r];  SVD D = U diag(S) Vh;  v_hack
 oriented hack-ward by a majority vote over the pairs of the signs of D Vᵀ (so c = V g > 0 means that descending
 g lowers the hack's NLL relative to the clean one's). Rows with S_i/S_0 < tau_axis are zeroed.
 
-File schema v2 (safetensors): bare module-name keys hold V [k_max, r], ``_sv/{name}`` keys hold S [k_max];
-metadata: schema, model, dtype, top_k, k_max, tau_axis, source, modes, pairs_hash, base_hash, n_pairs, seed.
+File schema v3 (safetensors): bare module-name keys hold V [k_max, r], ``_sv/{name}`` keys hold S [k_max];
+metadata: schema, model, dtype, top_k, k_max, tau_axis, source, modes, pairs_hash, base_hash, n_pairs, seed, and
+the content checksum (integrity.py: verified at load, non-finite values refused; v2 files had no checksum).
 
 Loading slices to the top k rows and applies ONE global noise floor: the `drop_bottom_frac` quantile of every
 kept S_i across all modules; rows below it are dropped, modules left empty are removed (``select``).
@@ -35,15 +36,16 @@ from pathlib import Path
 
 import torch
 
-from projected_grpo.adapter import adapter_modules, atomic_save_safetensors, weight_key
+from projected_grpo.adapter import adapter_modules, weight_key
 from projected_grpo.config import VSource
+from projected_grpo.integrity import load_safetensors, save_safetensors
 from projected_grpo.modes import parse_modes
 from projected_grpo.pergrad import grouped_grads
 from projected_grpo.tokens import completion_nll, encode_completion, encode_prompt, pack
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "v2_with_sv"
+SCHEMA = "v3_checksum"
 SV = "_sv/"  # key prefix of the singular values
 MICRO_BATCH = 8  # completions per forward/backward (length-sorted) in get_v_hack: bounds activation memory
 # on big models (~4 GB per 500-token completion on Qwen3-4B) and limits padding
@@ -296,7 +298,8 @@ KEY_FIELDS = ("model", "dtype", "top_k", "tau_axis", "source", "modes", "pairs_h
 
 
 def cache_path(cache_dir: Path, meta: dict[str, str]) -> Path:
-    key = hashlib.sha256(json.dumps({k: meta[k] for k in KEY_FIELDS}, sort_keys=True).encode()).hexdigest()[:16]
+    fields = {"schema": SCHEMA, **{k: meta[k] for k in KEY_FIELDS}}  # a new schema never finds an old file
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in meta["model"])
     return Path(cache_dir) / "vhack" / f"{slug}-{meta['source']}-{key}.safetensors"
 
@@ -307,16 +310,24 @@ def save_v_hack(path: Path, V: dict, S: dict, meta: dict[str, str]) -> None:
     if len(k_max) != 1:
         raise VHackError(f"every module must have the same k_max rows; found {sorted(k_max)}")
     tensors = {**{n: v.float().cpu() for n, v in V.items()}, **{SV + n: s.float().cpu() for n, s in S.items()}}
-    atomic_save_safetensors(tensors, Path(path), {**meta, "schema": SCHEMA, "k_max": str(k_max.pop())})
+    save_safetensors(Path(path), tensors, {**meta, "schema": SCHEMA, "k_max": str(k_max.pop())})
 
 
-def read_v_hack(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """-> (metadata, V name -> [k_max, r], S name -> [k_max]), no validation."""
-    from safetensors import safe_open
+PATH_KEY = "vhack.path"
+CACHE_KEY = "vhack.path=null: the automatic cache under paths.cache_dir"
 
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata() or {})
-        t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+
+def fix_for(path, key: str) -> str:
+    """What to do about a refused v_hack file, by the config key that chose it."""
+    if key == CACHE_KEY:
+        return f"Delete it (rm {path}); the next run re-extracts it."
+    return f"Re-extract it: `python -m projected_grpo.vhack extract vhack.path={path} [the run's overrides]`."
+
+
+def read_v_hack(path: Path, key: str = PATH_KEY) -> tuple[dict[str, str], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """-> (metadata, V name -> [k_max, r], S name -> [k_max]): the checksum verified and every value finite
+    (integrity.IntegrityError naming the file, `key` and the module otherwise); no validation against a model."""
+    meta, t = load_safetensors(path, key, fix_for(path, key))
     S = {k[len(SV) :]: v for k, v in t.items() if k.startswith(SV)}
     V = {k: v for k, v in t.items() if not k.startswith(SV)}
     return meta, V, S
@@ -410,10 +421,11 @@ def validate_file(path, meta, V, S, model, expect: dict | None = None) -> None:
         raise _mismatch(path, "base_hash (base weights)", meta.get("base_hash"), base)
 
 
-def load_v_hack(path, model, k: int, drop_bottom_frac: float, expect: dict | None = None) -> VHack:
-    """Validate the file against the model (and `expect`ed metadata), then ``select`` -> VHack on its device."""
+def load_v_hack(path, model, k: int, drop_bottom_frac: float, expect: dict | None = None, key: str = PATH_KEY) -> VHack:
+    """Validate the file (integrity, then against the model and `expect`ed metadata), then ``select`` -> VHack
+    on the model's device. `key`: the config key that chose the file, for error messages."""
     path = Path(path)
-    meta, V, S = read_v_hack(path)
+    meta, V, S = read_v_hack(path, key)
     validate_file(path, meta, V, S, model, expect)
     vh = select(V, S, k, drop_bottom_frac)
     dev = next(model.parameters()).device
@@ -471,7 +483,7 @@ def get_v_hack(cfg, model, tok, problems, cache_dir, micro_batch: int | None = M
             extracted = not path.exists()
             if extracted:
                 extract_and_save(model, tok, pairs, v, meta, path, micro_batch)
-        vh = load_v_hack(path, model, int(v.k), float(v.drop_bottom_frac), meta)
+        vh = load_v_hack(path, model, int(v.k), float(v.drop_bottom_frac), meta, CACHE_KEY)
         vh.extracted = extracted
         if not extracted:
             log.info("v_hack: loaded cached extraction %s", path)
@@ -562,7 +574,7 @@ def cli_extract(overrides) -> Path:
 
 def cli_inspect(path, overrides) -> dict:
     cfg, s = _setup(overrides)
-    meta, V, S = read_v_hack(Path(path))
+    meta, V, S = read_v_hack(Path(path), "the inspect PATH argument")
     print(f"{path}\n  " + "\n  ".join(f"{k}: {v}" for k, v in sorted(meta.items())))
     vh = load_v_hack(path, s.model, int(cfg.vhack.k), float(cfg.vhack.drop_bottom_frac), {"model": model_id(cfg.model)})
     print(f"\n{'module':48s} {'k':>3s} {'r':>4s} {'S_0':>9s} {'S_k-1':>9s} {'S_last':>9s} {'S_last/S_0':>10s}")

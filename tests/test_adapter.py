@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from projected_grpo.adapter import (
+    SVD_DIR,
     adapter_modules,
     deployed,
     folded,
@@ -117,7 +118,7 @@ def test_folded_restores_after_exception():
 def test_svd_cache_miss_hit_and_stale(cache_dir):
     w = torch.randn(24, 16)
     U, S, Vh = svd_cached(w, cache_dir)
-    path = cache_dir / "svd" / f"{weight_key(w)}.safetensors"
+    path = cache_dir / SVD_DIR / f"{weight_key(w)}.safetensors"
     assert path.exists()
     mtime = path.stat().st_mtime_ns
     U2, S2, Vh2 = svd_cached(w, cache_dir)  # hit: same values, file untouched
@@ -128,7 +129,7 @@ def test_svd_cache_miss_hit_and_stale(cache_dir):
     other_w = torch.randn(24, 16)
     svd_cached(other_w, cache_dir)
     path.unlink()
-    (cache_dir / "svd" / f"{weight_key(other_w)}.safetensors").rename(path)
+    (cache_dir / SVD_DIR / f"{weight_key(other_w)}.safetensors").rename(path)
     stale_bytes = path.read_bytes()
     with pytest.raises(RuntimeError, match=r"stale SVD cache entry .*rm "):
         svd_cached(w, cache_dir)

@@ -183,7 +183,7 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
     r = train(tmp_path, "trainer.steps=1", "trainer.lr=0.5", check=False)
     assert r.returncode != 0 and "different config" in r.stderr
     r = train(tmp_path / "fresh", "trainer.steps=1", "trainer.resume=true", check=False)
-    assert r.returncode != 0 and "no checkpoint.pt" in r.stderr
+    assert r.returncode != 0 and "no checkpoint.safetensors" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------------

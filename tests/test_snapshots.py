@@ -58,9 +58,9 @@ def test_missing_or_foreign_snapshots_fail_loud(tmp_path):
     snapshots.save(tmp_path, 3, wrapped())
     with pytest.raises(snapshots.SnapshotError, match="expected step 0"):
         snapshots.load_all(tmp_path)
-    from projected_grpo.adapter import atomic_save_safetensors
+    from projected_grpo.integrity import save_safetensors
 
-    atomic_save_safetensors({"x": torch.zeros(2)}, tmp_path / "foreign.safetensors", {"schema": "other"})
+    save_safetensors(tmp_path / "foreign.safetensors", {"x": torch.zeros(2)}, {"schema": "other"})
     with pytest.raises(snapshots.SnapshotError, match="schema"):
         snapshots.load(tmp_path / "foreign.safetensors")
 
@@ -85,3 +85,14 @@ def test_train_loop_writes_snapshots(tmp_path):
         assert torch.equal(snaps[-1].delta_s[n], m.delta_s.detach())
         assert torch.equal(snaps[-1].delta_s_hack[n], m.delta_s_hack.detach())
     assert any(not torch.equal(snaps[1].delta_s[n], snaps[2].delta_s[n]) for n in t.modules)  # step 3 moved them
+
+
+def test_a_damaged_snapshot_is_refused_naming_the_file(tmp_path):
+    # kills: snapshots written or read without the integrity checksum (a bit flip in a knob read back silently)
+    from projected_grpo.integrity import IntegrityError
+    from tests.test_integrity import flip_bit
+
+    path = snapshots.save(tmp_path, 0, wrapped())
+    flip_bit(path, 3)
+    with pytest.raises(IntegrityError, match=rf"{path.name}.*trainer\.snapshot_every"):
+        snapshots.load(path)

@@ -11,6 +11,7 @@ import pytest
 from projected_grpo.config import TeacherConfig
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import assign_modes, embedded_problems
+from projected_grpo.integrity import CHECKSUM, with_checksum
 from projected_grpo.modes import MIXED_MODES, Mode
 from projected_grpo.teacher_pool import TeacherSample, build_pool, plan_counts, pool_key, pool_path
 
@@ -80,7 +81,8 @@ def test_key_mismatch_fails_loudly(problems, grader, tmp_path):
     pool = build_pool(problems, cfg, grader, tmp_path)
     data = json.loads(pool.path.read_text())
     data["key"] = "0" * 64
-    pool.path.write_text(json.dumps(data))
+    data.pop(CHECKSUM)
+    pool.path.write_text(json.dumps(with_checksum(data)))  # a consistent file of another key
     before = pool.path.read_text()
     with pytest.raises(ValueError, match="refusing to overwrite"):
         build_pool(problems, cfg, grader, tmp_path)

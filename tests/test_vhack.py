@@ -1,4 +1,4 @@
-"""v_hack extraction, file schema v2, loader checks, noise floor, controls and the load-or-extract cache."""
+"""v_hack extraction, file schema v3, loader checks, noise floor, controls and the load-or-extract cache."""
 
 import logging
 import os
@@ -192,7 +192,7 @@ def test_select_slicing_and_global_floor_exact(tmp_path):
 @pytest.mark.parametrize(
     "what, meta_over, expect, match",
     [
-        ("schema", {"schema": "v1"}, None, r"schema found 'v1', expected 'v2_with_sv'"),
+        ("schema", {"schema": "v1"}, None, r"schema found 'v1', expected 'v3_checksum'"),
         ("model", {}, {"model": "qwen3_4b|Qwen/Qwen3-4B"}, r"model found 'tiny\|embedded', expected 'qwen3_4b"),
         ("dtype", {"dtype": "bfloat16"}, None, r"dtype found 'bfloat16', expected 'float32'"),
         ("base", {"base_hash": "0" * 32}, None, r"base_hash \(base weights\) found '0000"),
@@ -203,10 +203,11 @@ def test_loader_mismatch_errors(tmp_path, what, meta_over, expect, match):
     hand_file(model, tmp_path / "v.safetensors")
     if what == "schema":  # save_v_hack always writes the current schema: rewrite the metadata
         meta, V, S = vhack.read_v_hack(tmp_path / "v.safetensors")
-        from safetensors.torch import save_file
+        from projected_grpo.integrity import CHECKSUM, save_safetensors
 
-        save_file({**V, **{vhack.SV + n: s for n, s in S.items()}}, str(tmp_path / "v.safetensors"),
-                  metadata={**meta, **meta_over})  # fmt: skip
+        meta.pop(CHECKSUM)
+        save_safetensors(tmp_path / "v.safetensors", {**V, **{vhack.SV + n: s for n, s in S.items()}},
+                         {**meta, **meta_over})  # fmt: skip
     else:
         hand_file(model, tmp_path / "v.safetensors", **meta_over)
     with pytest.raises(vhack.VHackError, match=match) as e:
@@ -247,7 +248,7 @@ def test_cache_miss_then_hit(cache_dir, caplog):
     assert all(torch.equal(first.v[n], second.v[n]) for n in first.v)
     meta = second.meta
     assert (meta["schema"], meta["model"], meta["source"], meta["modes"]) == (
-        "v2_with_sv", "tiny|embedded", "real", "run_tests,sentinel,exit_code")  # fmt: skip
+        vhack.SCHEMA, "tiny|embedded", "real", "run_tests,sentinel,exit_code")  # fmt: skip
     assert meta["base_hash"] == vhack.base_hash(model) and meta["k_max"] == "5"
     # a different k / floor reuses the same file; a different top_k is a different file
     assert get(model, cache_dir, "vhack.k=2").path == first.path
