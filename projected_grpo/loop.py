@@ -30,10 +30,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from projected_grpo import checkpoint
+from projected_grpo import checkpoint, snapshots
 from projected_grpo import evaluate as eval_mod
-from projected_grpo import snapshots
-from projected_grpo.evaluate import EVAL_SAMPLES
 from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, deployed, folded, reference_model, wrap_model
 from projected_grpo.atomic import write_json, write_text
@@ -41,6 +39,7 @@ from projected_grpo.config import ProjectionMode, Space
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import load_problem_set
 from projected_grpo.env.prompts import render_prompt
+from projected_grpo.evaluate import EVAL_SAMPLES
 from projected_grpo.grpo import advantages, denominator, token_loss_sum
 from projected_grpo.model import build_model
 from projected_grpo.modes import Mode
