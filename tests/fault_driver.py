@@ -43,10 +43,10 @@ def arm(point: str, n: int) -> None:
     if point == "step":
         original = loop.Trainer.optimizer_step
 
-        def optimizer_step(self):
+        def optimizer_step(self, *args):
             if hit():
                 die()
-            return original(self)
+            return original(self, *args)
 
         loop.Trainer.optimizer_step = optimizer_step
         return

@@ -190,5 +190,7 @@ def test_two_step_run_on_the_shared_sample_trains(hub, tmp_path, name):
     assert [row["step"] for row in rows] == [1, 2]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["problems"]["train"]["total"] > 0 and summary["problems"]["heldout"]["total"] > 0
-    knobs = torch.load(run / "checkpoint.pt", weights_only=False)["knobs"]
+    from projected_grpo import checkpoint
+
+    knobs = checkpoint.load(run / checkpoint.CKPT_NAME)["knobs"]
     assert len(knobs) == 14 and any(float(ds.abs().max()) > 0 for ds, _ in knobs.values())  # it trained
