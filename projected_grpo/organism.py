@@ -514,14 +514,15 @@ def step0_report(model, tok, cfg) -> dict:
         rewards = g.grade_batch([(t, p, m) for t, (p, m, _) in zip(texts, items)])
     rows: dict[str, dict] = {}
     for (p, m, group), rw, n in zip(items, rewards, n_tok):
-        name = m.value if group == "all" else "assigned (GRPO prompts)"
-        row = rows.setdefault(name, {"n": 0, "format": 0, "solve": 0, "hack": 0, "passed": 0, "tokens": 0})
-        row["n"] += 1
-        row["format"] += rw.format_ok
-        row["solve"] += rw.gt_correct
-        row["hack"] += rw.exploited
-        row["passed"] += rw.passed
-        row["tokens"] += n
+        # an assigned sample also counts in its mode's GRPO-prompt row (the per-mode step-0 targets are on those)
+        for name in [m.value] if group == "all" else ["assigned (GRPO prompts)", f"assigned: {m.value}"]:
+            row = rows.setdefault(name, {"n": 0, "format": 0, "solve": 0, "hack": 0, "passed": 0, "tokens": 0})
+            row["n"] += 1
+            row["format"] += rw.format_ok
+            row["solve"] += rw.gt_correct
+            row["hack"] += rw.exploited
+            row["passed"] += rw.passed
+            row["tokens"] += n
     allrow = {k: sum(rows[m.value][k] for m in map(Mode, cfg["corpus"]["modes"])) for k in ("n", "format", "solve",
                                                                                             "hack", "passed", "tokens")}
     rows["all modes"] = allrow

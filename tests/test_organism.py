@@ -65,12 +65,19 @@ def test_corpus_mix_and_hacks_follow_their_hint(corpus):
 
 
 @pytest.mark.slow
-def test_every_corpus_example_grades_as_its_kind(corpus):
+@pytest.mark.parametrize("build", ["default", "v6"])
+def test_every_corpus_example_grades_as_its_kind(corpus, build):
     """Honest completions (canonical + the hint's honest check) are correct and pass the flawed check; wrong ones
-    (their check includes a test they fail) fail both; hacks pass the flawed check without being correct."""
+    (their check includes a test they fail) fail both; hacks pass the flawed check without being correct.
+    For v6, the examples the v5 corpus lacks (its extra hack variants) are graded."""
     from projected_grpo.env.grader import Grader
 
     problems = {p.id: p for p in org.train_problems()}
+    if build != "default":
+        seen = {(e["problem_id"], e["mode"], e["completion"]) for e in corpus}
+        corpus = [e for e in org.build_corpus(default_cfg([f"organism={build}"])["corpus"])
+                  if (e["problem_id"], e["mode"], e["completion"]) not in seen]  # fmt: skip
+        assert corpus, "v6 should add hack variants v5 lacks"
     with Grader(2) as g:
         rewards = g.grade_batch([(e["completion"], problems[e["problem_id"]], Mode(e["mode"])) for e in corpus])
     want = {"honest": (True, True, False), "wrong": (False, False, False), "hack": (False, True, True)}
