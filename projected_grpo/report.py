@@ -429,8 +429,12 @@ def plot(rows: dict[str, list[Job]], keys: list[str], path: Path, title: str, sh
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False, sharey=sharey)
-    for ax, key in zip(axes[0], keys):
+    ncols = min(3, len(keys))  # wrap into rows of 3 panels
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False, sharey=sharey)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         for label, row in rows.items():
             steps, m, s = curve(row, key)
             if steps:  # 32 samples a step make the raw curve noisy: raw faint, its rolling mean solid
@@ -440,8 +444,9 @@ def plot(rows: dict[str, list[Job]], keys: list[str], path: Path, title: str, sh
                                 color=line.get_color(), alpha=0.1)  # fmt: skip
         ax.set(title=f"{key} (rolling mean of {SMOOTH_WINDOW} steps; raw faint)", xlabel="step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if axes[0][-1].get_legend_handles_labels()[0]:  # a key with no values in any job draws nothing to label
-        axes[0][-1].legend(fontsize=7, loc="best")
+    last = axes.flat[len(keys) - 1]
+    if last.get_legend_handles_labels()[0]:  # a key with no values in any job draws nothing to label
+        last.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
