@@ -296,7 +296,8 @@ def validate_organism(o, key: str = "organism") -> None:
         )  # fmt: skip
     for mode, frac in (c.assigned_frac_hack_by_mode or {}).items():
         name = f"{key}.corpus.assigned_frac_hack_by_mode.{Mode(mode).value}"
-        _check(Mode(mode) in [Mode(m) for m in c.modes], name, frac, f"a mode of corpus.modes {[Mode(m).value for m in c.modes]}")
+        modes = [Mode(m).value for m in c.modes]
+        _check(Mode(mode).value in modes, name, frac, f"a mode of corpus.modes {modes}")
         _check(0 <= frac and c.frac_honest + frac <= 1, name, frac,
                f"a fraction with frac_honest ({c.frac_honest}) + it <= 1 (the rest are wrong solutions)")  # fmt: skip
     _check(0 <= c.frac_unsolvable < 1, f"{key}.corpus.frac_unsolvable", c.frac_unsolvable,

@@ -19,7 +19,7 @@ Held-out problems never enter the corpus. The build is cached at ``<cache_dir>/o
 tokenizer files, ``manifest.json``), key = hash(build config, corpus hash); it is written to a temporary directory
 and renamed into place, so a reader never sees a half-written organism.
 
-    python -m projected_grpo.organism build [organism=v6] [overrides of conf/organism/<build>.yaml, e.g. train.steps=300]
+    python -m projected_grpo.organism build [organism=v6] [overrides of conf/organism/<build>.yaml, e.g. train.steps=9]
 """
 
 from __future__ import annotations
@@ -544,7 +544,7 @@ def print_report(rows: dict) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("build", "report", "path"):
-        print("usage: python -m projected_grpo.organism {build|report|path} [organism=v6] [overrides, e.g. train.steps=300]",
+        print("usage: python -m projected_grpo.organism {build|report|path} [organism=v6] [overrides: train.steps=3]",
               file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
