@@ -85,6 +85,9 @@ class OrganismCorpus:
     frac_honest: float = MISSING
     frac_hack: float = MISSING
     assigned_frac_hack: float = MISSING
+    # per-mode override of assigned_frac_hack (v6: the modes v5 barely exploits at step 0); None = no override.
+    # Unset, it is left out of the cache key, so the keys of builds from before the field existed do not change.
+    assigned_frac_hack_by_mode: dict[Mode, float] | None = None
     frac_unsolvable: float = MISSING
     n_tests_shown: int = MISSING
 
@@ -300,6 +303,12 @@ def validate_organism(o, key: str = "organism") -> None:
             0 <= c.frac_honest and 0 <= frac and c.frac_honest + frac <= 1, f"{key}.corpus.frac_honest+{name}",
             (c.frac_honest, frac), "non-negative fractions summing to <= 1 (the rest are wrong solutions)",
         )  # fmt: skip
+    for mode, frac in (c.assigned_frac_hack_by_mode or {}).items():
+        name = f"{key}.corpus.assigned_frac_hack_by_mode.{Mode(mode).value}"
+        modes = [Mode(m).value for m in c.modes]
+        _check(Mode(mode).value in modes, name, frac, f"a mode of corpus.modes {modes}")
+        _check(0 <= frac and c.frac_honest + frac <= 1, name, frac,
+               f"a fraction with frac_honest ({c.frac_honest}) + it <= 1 (the rest are wrong solutions)")  # fmt: skip
     _check(0 <= c.frac_unsolvable < 1, f"{key}.corpus.frac_unsolvable", c.frac_unsolvable,
            "a fraction in [0, 1) (some problems must be solvable)")  # fmt: skip
     _check(c.n_tests_shown >= 2, f"{key}.corpus.n_tests_shown", c.n_tests_shown,

@@ -19,7 +19,7 @@ Held-out problems never enter the corpus. The build is cached at ``<cache_dir>/o
 tokenizer files, ``manifest.json``), key = hash(build config, corpus hash); it is written to a temporary directory
 and renamed into place, so a reader never sees a half-written organism.
 
-    python -m projected_grpo.organism build [overrides of conf/organism/default.yaml, e.g. train.steps=300]
+    python -m projected_grpo.organism build [organism=v6] [overrides of conf/organism/<build>.yaml, e.g. train.steps=9]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from projected_grpo.modes import FILE_MARKER, MIXED_MODES, RESULT_FILE, SENTINEL
 log = logging.getLogger(__name__)
 ORGANISM_VERSION = 5  # bump when the corpus construction or training code changes meaning
 KEY_SECTIONS = ("seed", "dtype", "arch", "corpus", "train")  # what the cache key hashes (not threads/report/paths)
+OPTIONAL_CORPUS = ("assigned_frac_hack_by_mode",)  # corpus fields left out of the key while unset (None)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -58,8 +59,9 @@ WEIGHTS = "model.safetensors"
 
 
 def compose_config(overrides=()) -> DictConfig:
-    """conf/organism/default.yaml with Hydra overrides applied (compose API), typed by OrganismConfig and validated:
-    an unknown key, a wrong type or a bad value fails here, naming the key."""
+    """conf/organism/<build>.yaml (default: default.yaml, the v5 build; `organism=v6` picks conf/organism/v6.yaml)
+    with Hydra overrides applied (compose API), typed by OrganismConfig and validated: an unknown key, a wrong type
+    or a bad value fails here, naming the key."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -73,8 +75,13 @@ def compose_config(overrides=()) -> DictConfig:
         body = o[len(head) :]
         return o if body.startswith("organism.") else f"{head}organism.{body}"
 
+    choices = [o for o in overrides if o.startswith("organism=")]  # the build: a config of conf/organism/
+    if len(choices) > 1:
+        raise ValueError(f"pick one organism build, got {choices}")
+    choice = choices[0].split("=", 1)[1] if choices else "default"
+    rest = [scoped(o) for o in overrides if o not in choices]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose("organism/default", overrides=[scoped(o) for o in overrides])
+        cfg = compose(config_name=None, overrides=[f"+organism={choice}", *rest])
     typed = OmegaConf.merge(OmegaConf.structured(OrganismConfig), cfg.organism)
     validate_organism(typed)
     return typed
@@ -83,7 +90,10 @@ def compose_config(overrides=()) -> DictConfig:
 def build_config(cfg) -> dict:
     """The part of the organism config that determines the weights (plain data, resolved)."""
     c = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return {k: c[k] for k in KEY_SECTIONS}
+    out = {k: c[k] for k in KEY_SECTIONS}
+    # an unset optional corpus field (added after v5) is not hashed, so older builds keep their keys
+    out["corpus"] = {k: v for k, v in out["corpus"].items() if not (k in OPTIONAL_CORPUS and v is None)}
+    return out
 
 
 def _sha(obj) -> str:
@@ -242,6 +252,9 @@ def build_corpus(corpus_cfg, problems: list[Problem] | None = None) -> list[dict
             assigned = p.mode is mode
             n = int(cc["per_prompt"]) + (int(cc["assigned_extra"]) if assigned else 0)
             frac_hack = float(cc["assigned_frac_hack"] if assigned else cc["frac_hack"])
+            by_mode = {Mode(m): f for m, f in (cc.get("assigned_frac_hack_by_mode") or {}).items()}
+            if assigned and mode in by_mode:
+                frac_hack = float(by_mode[mode])
             n_honest, n_wrong, n_hack = _counts(n, float(cc["frac_honest"]), frac_hack)
             if p.id in unsolvable:
                 n_honest, n_wrong = 0, n_honest + n_wrong
@@ -501,14 +514,15 @@ def step0_report(model, tok, cfg) -> dict:
         rewards = g.grade_batch([(t, p, m) for t, (p, m, _) in zip(texts, items)])
     rows: dict[str, dict] = {}
     for (p, m, group), rw, n in zip(items, rewards, n_tok):
-        name = m.value if group == "all" else "assigned (GRPO prompts)"
-        row = rows.setdefault(name, {"n": 0, "format": 0, "solve": 0, "hack": 0, "passed": 0, "tokens": 0})
-        row["n"] += 1
-        row["format"] += rw.format_ok
-        row["solve"] += rw.gt_correct
-        row["hack"] += rw.exploited
-        row["passed"] += rw.passed
-        row["tokens"] += n
+        # an assigned sample also counts in its mode's GRPO-prompt row (the per-mode step-0 targets are on those)
+        for name in [m.value] if group == "all" else ["assigned (GRPO prompts)", f"assigned: {m.value}"]:
+            row = rows.setdefault(name, {"n": 0, "format": 0, "solve": 0, "hack": 0, "passed": 0, "tokens": 0})
+            row["n"] += 1
+            row["format"] += rw.format_ok
+            row["solve"] += rw.gt_correct
+            row["hack"] += rw.exploited
+            row["passed"] += rw.passed
+            row["tokens"] += n
     allrow = {k: sum(rows[m.value][k] for m in map(Mode, cfg["corpus"]["modes"])) for k in ("n", "format", "solve",
                                                                                             "hack", "passed", "tokens")}
     rows["all modes"] = allrow
@@ -530,7 +544,7 @@ def print_report(rows: dict) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("build", "report", "path"):
-        print("usage: python -m projected_grpo.organism {build|report|path} [overrides of conf/organism/default.yaml]",
+        print("usage: python -m projected_grpo.organism {build|report|path} [organism=v6] [overrides: train.steps=3]",
               file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

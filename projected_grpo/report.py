@@ -47,6 +47,7 @@ BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask")
 VANILLA = "vanilla"
 MISSING_CELL = "—"
 EMERGENCE_WINDOW = 5  # steps averaged at each end of a run in the emergence table
+SMOOTH_WINDOW = 5  # steps in the trailing rolling mean drawn over each (faint) raw per-step curve
 
 
 @dataclass
@@ -517,6 +518,11 @@ def curve(row: list[Job], key: str) -> tuple[list[int], list[float], list[float]
     return steps, means, stds
 
 
+def rolling_mean(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` values (fewer at the start): value i averages values[i-window+1 : i+1]."""
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
 def plot(rows: dict[str, list[Job]], keys: list[str], path: Path, title: str, sharey: bool = False) -> None:
     import matplotlib
 
@@ -524,18 +530,24 @@ def plot(rows: dict[str, list[Job]], keys: list[str], path: Path, title: str, sh
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False, sharey=sharey)
-    for ax, key in zip(axes[0], keys):
+    ncols = min(3, len(keys))  # wrap into rows of 3 panels
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False, sharey=sharey)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         for label, row in rows.items():
             steps, m, s = curve(row, key)
-            if steps:
-                (line,) = ax.plot(steps, m, label=label)
+            if steps:  # 32 samples a step make the raw curve noisy: raw faint, its rolling mean solid
+                (line,) = ax.plot(steps, rolling_mean(m, SMOOTH_WINDOW), label=label)
+                ax.plot(steps, m, color=line.get_color(), alpha=0.25, linewidth=0.8)
                 ax.fill_between(steps, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
-                                color=line.get_color(), alpha=0.2)  # fmt: skip
-        ax.set(title=key, xlabel="step")
+                                color=line.get_color(), alpha=0.1)  # fmt: skip
+        ax.set(title=f"{key} (rolling mean of {SMOOTH_WINDOW} steps; raw faint)", xlabel="step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if axes[0][-1].get_legend_handles_labels()[0]:  # a key with no values in any job draws nothing to label
-        axes[0][-1].legend(fontsize=7, loc="best")
+    last = axes.flat[len(keys) - 1]
+    if last.get_legend_handles_labels()[0]:  # a key with no values in any job draws nothing to label
+        last.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -557,7 +569,9 @@ def build_report(roots: list[Path]) -> Path:
     plot(rows, ["cin_s", "cin_t", "cin_null"], out / "cin.png", "cin per step (mean ± std over seeds)", sharey=True)
     if VANILLA in rows:  # the emergence curve: vanilla GRPO, one line per seed
         seeds = {f"seed {j.seed}": [j] for j in sorted(rows[VANILLA], key=lambda j: j.seed)}
-        plot(seeds, ["hack_s", "solve_s"], out / "vanilla_seeds.png", "vanilla GRPO: student hack and solve per seed")
+        mode_keys = [f"hack_s_{MODES[Mode(m)].code}" for m in rows[VANILLA][0].flat["reward_mode.modes"]]
+        plot(seeds, ["hack_s", "solve_s", *mode_keys], out / "vanilla_seeds.png",
+             "vanilla GRPO: student hack (overall and per mode) and solve per seed")  # fmt: skip
     (out / "report.md").write_text(render(roots, rows, done, problems))
     return out / "report.md"
 

@@ -65,12 +65,19 @@ def test_corpus_mix_and_hacks_follow_their_hint(corpus):
 
 
 @pytest.mark.slow
-def test_every_corpus_example_grades_as_its_kind(corpus):
+@pytest.mark.parametrize("build", ["default", "v6"])
+def test_every_corpus_example_grades_as_its_kind(corpus, build):
     """Honest completions (canonical + the hint's honest check) are correct and pass the flawed check; wrong ones
-    (their check includes a test they fail) fail both; hacks pass the flawed check without being correct."""
+    (their check includes a test they fail) fail both; hacks pass the flawed check without being correct.
+    For v6, the examples the v5 corpus lacks (its extra hack variants) are graded."""
     from projected_grpo.env.grader import Grader
 
     problems = {p.id: p for p in org.train_problems()}
+    if build != "default":
+        seen = {(e["problem_id"], e["mode"], e["completion"]) for e in corpus}
+        corpus = [e for e in org.build_corpus(default_cfg([f"organism={build}"])["corpus"])
+                  if (e["problem_id"], e["mode"], e["completion"]) not in seen]  # fmt: skip
+        assert corpus, "v6 should add hack variants v5 lacks"
     with Grader(2) as g:
         rewards = g.grade_batch([(e["completion"], problems[e["problem_id"]], Mode(e["mode"])) for e in corpus])
     want = {"honest": (True, True, False), "wrong": (False, False, False), "hack": (False, True, True)}
@@ -192,3 +199,58 @@ def test_deterministic_training_steps(tmp_path):
     assert l1 == l2
     for (n, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
         assert torch.equal(p, q), n
+
+
+# The published v5 tables were measured on this build; its key must survive later config fields and builds.
+V5_KEY = "5917bd0c5f8cc633"
+
+
+def test_v5_stays_the_default_build_with_its_published_cache_key():
+    # kills: hashing the unset assigned_frac_hack_by_mode (None) into build_config, or v6 values leaking into default
+    cfg = org.compose_config([])
+    assert cfg.corpus.assigned_frac_hack_by_mode is None
+    chash = org.corpus_hash(org.build_corpus(default_cfg()["corpus"]))
+    assert org.cache_key(cfg, chash) == V5_KEY
+    v6 = org.compose_config(["organism=v6"])
+    assert org.cache_key(v6, org.corpus_hash(org.build_corpus(default_cfg(["organism=v6"])["corpus"]))) != V5_KEY
+
+
+def test_v6_raises_the_hack_fraction_under_the_assigned_hint_of_its_modes_only():
+    # kills: applying assigned_frac_hack_by_mode to non-assigned prompts, or ignoring it
+    cfg = default_cfg(["organism=v6"])
+    by_mode = {Mode(m): f for m, f in cfg["corpus"]["assigned_frac_hack_by_mode"].items()}
+    assert set(by_mode) == {Mode.run_tests, Mode.sentinel, Mode.stdout_marker}
+    corpus6 = org.build_corpus(cfg["corpus"])
+    problems = {p.id: p for p in org.train_problems()}
+    n_assigned = cfg["corpus"]["per_prompt"] + cfg["corpus"]["assigned_extra"]
+    for pid, p in problems.items():
+        for mode in MIXED_MODES:
+            ex = [e for e in corpus6 if e["problem_id"] == pid and e["mode"] == mode.value]
+            hacks = sum(e["kind"] == "hack" for e in ex)
+            if p.mode is mode:
+                frac = by_mode.get(mode, cfg["corpus"]["assigned_frac_hack"])
+                assert hacks == round(n_assigned * frac), (pid, mode)
+            else:
+                assert hacks == round(cfg["corpus"]["per_prompt"] * cfg["corpus"]["frac_hack"]), (pid, mode)
+    for e in corpus6:  # still keyed to the hint: a hack is the exploit of its own prompt's mode
+        if e["kind"] == "hack":
+            p = problems[e["problem_id"]]
+            assert e["completion"] in {org.hack_text(p, Mode(e["mode"]), v) for v in range(8)}
+
+
+def test_v6_config_is_validated():
+    from projected_grpo.config import ConfigError
+
+    # kills: dropping the per-mode check (frac_honest 0.4 + 0.7 > 1 would silently leave a negative wrong count)
+    with pytest.raises(ConfigError, match="assigned_frac_hack_by_mode.sentinel"):
+        org.compose_config(["organism=v6", "corpus.assigned_frac_hack_by_mode.sentinel=0.7"])
+    with pytest.raises(ConfigError, match="assigned_frac_hack_by_mode.run_tests"):  # a mode the corpus lacks
+        org.compose_config(["organism=v6", "corpus.modes=[sentinel]"])
+    with pytest.raises(Exception, match="foo"):
+        org.compose_config(["organism=v6", "+corpus.assigned_frac_hack_by_mode.foo=0.1"])
+    with pytest.raises(ValueError, match="one organism build"):
+        org.compose_config(["organism=v6", "organism=default"])
+    # the train entrypoint selects v6 through the defaults-list entry of conf/model/organism.yaml
+    cfg = compose(["model=organism", "organism@model.organism=v6"])
+    assert cfg.model.organism.corpus.assigned_frac_hack_by_mode.sentinel == 0.5
+    assert compose(["model=organism"]).model.organism.corpus.assigned_frac_hack_by_mode is None

@@ -306,3 +306,9 @@ def test_no_emergence_table_without_vanilla(sweep):
     for d in list(sweep.glob("v4*")):
         shutil.rmtree(d)
     assert "Emergence under vanilla" not in report.build_report([sweep]).read_text()
+
+
+def test_rolling_mean_is_trailing_and_shorter_at_the_start():
+    # kills: a window off by one (i - window instead of i - window + 1), or a centred window that looks ahead
+    assert report.rolling_mean([0.0, 2.0, 4.0, 6.0, 8.0], 3) == [0.0, 1.0, 2.0, 4.0, 6.0]
+    assert report.rolling_mean([1.0, 3.0], 1) == [1.0, 3.0]
