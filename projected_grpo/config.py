@@ -326,6 +326,12 @@ def validate_organism(o, key: str = "organism") -> None:
     _check(r.temperature > 0, f"{key}.report.temperature", r.temperature, "a number > 0")
 
 
+def teacher_per_group(cfg) -> int:
+    """G_t: cached teacher samples in each group of trainer.group (0 with the teacher pool off); G_s = group - G_t."""
+    t = cfg.trainer
+    return round(t.group * t.mix_ratio) if cfg.teacher.enabled else 0
+
+
 def validate(cfg) -> None:
     """Semantic checks that types alone cannot express. Raises ConfigError on the first bad key."""
     if cfg.model.organism is not None:

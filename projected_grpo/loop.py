@@ -35,7 +35,7 @@ from projected_grpo import evaluate as eval_mod
 from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, deployed, folded, reference_model, wrap_model
 from projected_grpo.atomic import write_json, write_text
-from projected_grpo.config import ProjectionMode, Space
+from projected_grpo.config import ProjectionMode, Space, teacher_per_group
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import load_problem_set
 from projected_grpo.env.prompts import render_prompt
@@ -233,7 +233,7 @@ class Trainer:
             if not getattr(self.model, "supports_gradient_checkpointing", False):
                 raise ValueError(f"trainer.grad_checkpointing=true but {type(self.model).__name__} does not support it")
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        self.n_teacher = round(self.t.group * self.t.mix_ratio) if cfg.teacher.enabled else 0
+        self.n_teacher = teacher_per_group(cfg)
         self.n_student = self.t.group - self.n_teacher
         self.denom = denominator(self.t.group, self.t.max_new_tokens, self.t.prompts_per_step)
         if cfg.projection.mode == ProjectionMode.route and cfg.projection.space == Space.grad:
@@ -646,9 +646,7 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
 
 
 def students_per_step(cfg: DictConfig) -> int:
-    t = cfg.trainer
-    n_teacher = round(t.group * t.mix_ratio) if cfg.teacher.enabled else 0
-    return (t.group - n_teacher) * t.prompts_per_step
+    return (cfg.trainer.group - teacher_per_group(cfg)) * cfg.trainer.prompts_per_step
 
 
 def bluf(summary: dict) -> str:

@@ -117,8 +117,9 @@ def for_run(model: nn.Module, cfg, prompt_tokens: int) -> Memory:
     from projected_grpo.model import DTYPES
 
     t = cfg.trainer
-    n_teacher = round(t.group * t.mix_ratio) if cfg.teacher.enabled else 0
-    batch_sample = max(t.prompts_per_step * (t.group - n_teacher), t.eval_prompts_per_mode * len(cfg.reward_mode.modes) * EVAL_SAMPLES)  # one eval split at a time
+    from projected_grpo.config import teacher_per_group
+
+    batch_sample = max(t.prompts_per_step * (t.group - teacher_per_group(cfg)), t.eval_prompts_per_mode * len(cfg.reward_mode.modes) * EVAL_SAMPLES)  # one eval split at a time
     return estimate(model, list(cfg.model.target_suffixes), DTYPES[cfg.model.dtype.value], batch_sample=batch_sample,
                     batch_train=t.group, prompt_tokens=prompt_tokens, max_new_tokens=t.max_new_tokens,
                     grad_checkpointing=bool(t.grad_checkpointing))  # fmt: skip
