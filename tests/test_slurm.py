@@ -94,13 +94,13 @@ def job_dirs(tmp: Path) -> list[Path]:
     )
 
 
-def until(pred, timeout: float, what: str, cluster, tmp: Path):
+def until(pred, timeout: float, what: str, cluster, tmp: Path, poll: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
         if v:
             return v
-        time.sleep(0.5)
+        time.sleep(poll)
     pytest.fail(f"timed out after {timeout}s waiting for {what}\n{diagnostics(cluster, tmp)}")
 
 
@@ -108,6 +108,14 @@ def task(cluster, index: int) -> dict | None:
     """The array task `index` of the newest array job (finished jobs of earlier tests linger for MinJobAge)."""
     tasks = [j for j in cluster.jobs() if j.get("ArrayTaskId") == str(index)]
     return max(tasks, key=lambda j: int(j["ArrayJobId"]), default=None)
+
+
+BURST = 0.02  # s, how long the frozen victim of the preemption test runs between two checks
+
+
+def frozen(pid: int) -> bool:
+    """Process `pid` is stopped (state T in /proc/PID/stat): SIGSTOP has taken effect, its files are still."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def usr2_pending(pid: int) -> bool:
@@ -173,7 +181,8 @@ def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
     after its first checkpoint, is requeued by submitit into the SAME run dir, resumes from checkpoint.safetensors,
     and ends with the metrics of the uninterrupted task 1.
 
-    Deterministic under load: the victim is frozen (SIGSTOP) once it has checkpointed, so the USR2 lands mid-run
+    Deterministic on fast and loaded machines: the victim runs in short bursts from its start and is frozen
+    (SIGSTOP) within one burst of its first checkpoint, so the USR2 lands mid-run
     however fast or slow the machine is; the requeued job starts when SLURM's requeue hold (cred_expire) ends. The
     old test forced `StartTime=now` to skip that hold, and on a busy machine slurmd then refused the launch ("Job N
     already killed, do not launch batch job": the job's credential was still revoked)."""
@@ -187,10 +196,21 @@ def test_preempted_job_resumes_with_the_same_metrics(slurm, tmp_path):
     def checkpointed():
         return (victim / "checkpoint.safetensors").exists() and len(rows(victim)) >= 1
 
-    until(checkpointed, DEADLINE, "task 0's first checkpoint", slurm, tmp_path)
-    pid = json.loads((victim / "status.json").read_text())["pid"]  # the job's python (submitit runs it in-process)
+    # Freeze task 0 as soon as it has a pid (its setup still ahead), then let it run in bursts of BURST s, checking
+    # while it is frozen: it stops within one burst of its first checkpoint. Polling a running job instead (the old
+    # test) let a fast CI machine finish all the steps between two polls.
+    status = victim / "status.json"
+    pid = until(lambda: status.exists() and json.loads(status.read_text()).get("pid"), DEADLINE, "task 0's pid",
+                slurm, tmp_path, poll=0.005)  # fmt: skip
     os.kill(pid, signal.SIGSTOP)
     try:
+        deadline = time.monotonic() + DEADLINE
+        while not (frozen(pid) and checkpointed()):
+            assert time.monotonic() < deadline, f"no first checkpoint in task 0\n{diagnostics(slurm, tmp_path)}"
+            if frozen(pid):
+                os.kill(pid, signal.SIGCONT)
+                time.sleep(BURST)
+                os.kill(pid, signal.SIGSTOP)
         assert len(rows(victim)) < n_steps, "task 0 finished before it could be preempted"
         job_id = f"{task(slurm, 0)['ArrayJobId']}_0"
         slurm.run("scancel", "--signal=USR2", job_id)
