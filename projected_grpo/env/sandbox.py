@@ -314,9 +314,9 @@ def check_line(line: str, exp) -> tuple[bool, str]:
             return False, f"unparseable_value({clip_name(str(e).split(' at ')[0].replace(' ', '_'))})"
         return (True, "") if strict_equal(v, exp) else (False, "wrong_answer")
     if line.startswith("N "):
-        return False, f"non_plain:{clip_name(line[2:])}"
+        return False, f"non_plain:{clip_name(line[2:].split(' ', 1)[0])}"
     if line.startswith("X "):
-        return False, f"raised:{clip_name(line[2:])}"
+        return False, f"raised:{clip_name(line[2:].split(' ', 1)[0])}"
     return False, "no_value"
 
 
@@ -350,8 +350,15 @@ def make_is_plain():
 # ------------------------------------------------------------------------------------------- server: constants
 
 STDOUT_CAP = 64 * 1024
+ANSWERED_CHECKS = ("exit", "stdout", "file", "sentinel")  # the supervisor answers these with first_bad after 'D'
 PHASE2_CAP = 4096  # bytes of phase-2 result kept (only its first line is read)
 FILE_READ_CAP = 4096
+STDERR_KEEP = 2048  # bytes of stderr kept (the tail)
+PHASE2_KEEP = 256  # bytes of the phase-2 line kept
+# The worst size of one answer line: json.dumps writes any byte at most 6 bytes long (a control character as
+# \u0001, an undecodable byte, read as U+FFFD, as \ufffd; valid multi-byte UTF-8 at most 3x), and every field is
+# capped above; the client refuses more (a server that sends more is broken, not a program).
+ANSWER_CAP = 6 * (RESULT_CAP + STDOUT_CAP + STDERR_KEEP + PHASE2_KEEP + FILE_READ_CAP) + 4096
 TMPFS_SIZE = "64m"
 SLOT_UID_BASE = 61000
 WORKDIR = "/w"  # inside the server's root: the per-job tmpfs mount point
@@ -376,6 +383,20 @@ _DENY = {
     "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "pidfd_getfd": (438, 438),
     "process_madvise": (440, 440), "socket": (41, 198), "name_to_handle_at": (303, 264),
     "open_by_handle_at": (304, 265), "fsopen": (430, 430), "open_tree": (428, 428), "move_mount": (429, 429),
+    # per-inode kernel state of the shared read-only files (locks, watches, page-cache residency): cross-run channels
+    "flock": (73, 32), "inotify_init": (253, None), "inotify_init1": (294, 26), "inotify_add_watch": (254, 27),
+    "inotify_rm_watch": (255, 28), "fanotify_init": (300, 262), "fanotify_mark": (301, 263),
+    "fadvise64": (221, 223), "readahead": (187, 213), "preadv2": (327, 286), "pwritev2": (328, 287),
+    "mincore": (27, 232), "cachestat": (451, 451),
+}
+# syscalls denied (EPERM) only for some values of one argument: name -> ((x86_64, aarch64), arg index, values)
+_DENY_ARG = {
+    # record locks (F_GETLK, F_SETLK, F_SETLKW, F_OFD_*), leases and dnotify: state on shared inodes
+    "fcntl": ((72, 25), 1, (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)),
+    # PR_SET_PDEATHSIG: a child that cleared it would outlive a killed server
+    "prctl": ((157, 167), 0, (1,)),
+    # MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT, MADV_POPULATE_READ/WRITE: page-cache residency of shared files
+    "madvise": ((28, 233), 2, (3, 20, 21, 22, 23)),
 }
 _ARCH = {"x86_64": (0, 0xC000003E, 435), "aarch64": (1, 0xC00000B7, 435)}  # col, AUDIT_ARCH, clone3
 
@@ -403,7 +424,7 @@ def _check(rc, what):
 
 def seccomp_program(machine: str) -> bytes:
     """Classic BPF: kill on a foreign arch (or x32), EPERM for the denied syscalls (socket() of every family
-    included), ENOSYS for clone3, allow the rest."""
+    included) and for the denied argument values of fcntl/prctl/madvise, ENOSYS for clone3, allow the rest."""
     import struct
 
     col, audit_arch, nr_clone3 = _ARCH[machine]
@@ -412,6 +433,11 @@ def seccomp_program(machine: str) -> bytes:
     ins = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]
     if machine == "x86_64":
         ins += [(jge, 0, 1, 0x40000000), (ret, 0, 0, kill)]
+    for nrs, arg, values in _DENY_ARG.values():  # the low 32 bits of args[arg] (int arguments), then reload nr
+        block = [(ld, 0, 0, 16 + 8 * arg)]
+        for v in values:
+            block += [(jeq, 0, 1, v), (ret, 0, 0, eperm)]
+        ins += [(jeq, 0, len(block) + 1, nrs[col])] + block + [(ld, 0, 0, 0)]
     for nrs in _DENY.values():
         if nrs[col] is not None:
             ins += [(jeq, 0, 1, nrs[col]), (ret, 0, 0, eperm)]
@@ -583,7 +609,40 @@ def _run_kind(job) -> int:
         return _compile0(src, name, mode, dont_inherit=True)
 
     kind, check, calls = job["kind"], job.get("check"), job.get("calls", [])
-    answered = check in ("exit", "stdout", "file", "sentinel", "eq")  # the supervisor answers after 'D'
+    answered = check in ANSWERED_CHECKS  # the supervisor answers after 'D' (the first failing test's index)
+    _issubclass, _slice, _str, _str_join, _str_split = issubclass, slice, str.__str__, str.join, str.split
+    # The eq check's decoy: what a non-plain value is compared with (`value == decoy`). It carries nothing: an
+    # always-equal object passes, any other object fails, and no expected value ever enters this process.
+    decoy = type("Expected", (), {"__slots__": ()})()
+    copies = ((dict, dict.copy), (list, list.copy), (tuple, lambda v: tuple.__getitem__(v, _slice(None))),
+              (set, set.copy), (frozenset, frozenset.copy), (str, str.__str__), (int, int.__int__),
+              (float, float.__float__))
+
+    def plain_copy(v):
+        """A subclass of a plain type (defaultdict, Counter, namedtuple, IntEnum, ...) as its plain base value,
+        copied by the base's own method, or None."""
+        for base, copy in copies:
+            if _issubclass(_type(v), base):
+                c = copy(v)
+                return c if is_plain(c) else None
+        return None
+
+    def eq_line(value) -> str:
+        """'N <type> <flag>[ <repr of the plain copy>]': flag 1/0 is `value == decoy`, !<exception> if it raised;
+        the trainer compares the plain copy with == when the decoy did not match."""
+        try:
+            flag = "1" if value == decoy else "0"  # noqa: SIM300 - == as hinted
+        except BaseException as e:  # noqa: BLE001
+            flag = "!" + _type(e).__name__
+        line = "N " + _str_join("?", _str_split(_str(_type(value).__name__))) + " " + flag
+        if flag != "1":
+            try:
+                c = plain_copy(value)
+                if c is not None:
+                    line += " " + _repr(c)
+            except BaseException:  # noqa: BLE001, S110 - no copy: the decoy's verdict stands
+                pass
+        return line
 
     def answer() -> dict:
         data = b""
@@ -636,16 +695,17 @@ def _run_kind(job) -> int:
                 break
             values.append(value)
             if line is None:
+                if check == "eq":  # the eq check goes on past a non-plain value, as `==` on each test would
+                    lines.append(eq_line(value))
+                    continue
                 lines.append(f"N {_type(value).__name__}")
-                if check != "eq":
-                    fail_at = i
-                    break
-                continue
+                fail_at = i
+                break
             lines.append(line)
     lines.append("D")
     report("\n".join(lines))
     del lines
-    if kind == "oracle":
+    if kind == "oracle" or check == "eq":  # the eq check's verdict is the trainer's, from the lines above
         flush()
         return 0
     try:
@@ -671,21 +731,6 @@ def _run_kind(job) -> int:
                 report("M")
                 return 0
             report("R")
-        except BaseException as e:  # noqa: BLE001
-            report(f"X {_type(e).__name__}")
-        flush()
-        return 0
-    if check == "eq":
-        try:
-            if program_exc is not None:
-                raise program_exc
-            for i, (value, exp) in enumerate(zip(values, got["expected"])):
-                if not (value == _eval(_compile(f"({exp})", f"<expected {i}>", "eval"), ns)):  # noqa: SIM201 - == as hinted
-                    report(f"F {i}")
-                    return 0
-            if call_exc is not None:
-                raise call_exc
-            report("T")
         except BaseException as e:  # noqa: BLE001
             report(f"X {_type(e).__name__}")
         flush()
@@ -846,8 +891,11 @@ def _supervise(ctx, job, read_secret) -> dict:
         os.close(fd)
     secret = read_secret()  # only now: the child never holds what it says
     check = job.get("check")
-    compares = check in ("exit", "stdout", "file", "sentinel")  # answered with the first failing test's index
+    compares = check in ANSWERED_CHECKS  # answered with the first failing test's index
     expected = [literal_value(e) for e in secret.get("expected", [])] if compares else []
+    if compares != ("expected" in secret):
+        raise ValueError(f"check {check!r}: expected values are sent for exactly {ANSWERED_CHECKS}, got "
+                         f"{sorted(secret)}")
     out_fd, err_fd, res_fd, ans_fd = pipes[0][0], pipes[1][0], pipes[2][0], pipes[3][1]
     for fd in (out_fd, err_fd, res_fd, ans_fd):
         os.set_blocking(fd, False)
@@ -857,13 +905,13 @@ def _supervise(ctx, job, read_secret) -> dict:
     poller = select.poll()
     for fd in (out_fd, err_fd, res_fd, pidfd):
         poller.register(fd, select.POLLIN | select.POLLHUP)
-    open_fds, killed, pending, ans_watched = {out_fd, err_fd, res_fd}, None, bytearray(), False
+    open_fds, killed, pending, ans_watched, ans_open = {out_fd, err_fd, res_fd}, None, bytearray(), False, True
     scan, p1_end, p2_start, cpu1 = 0, None, None, None
     budget, cpu0, deadline = job["cpu_s"], 0.0, t0 + job["wall_s"]
 
     def on_result():
         """Find the line 'D' (end of phase 1; linear: each byte is scanned once) and answer it."""
-        nonlocal scan, p1_end, p2_start, cpu1, cpu0, deadline
+        nonlocal scan, p1_end, p2_start, cpu1, cpu0, deadline, ans_open
         res = bufs[res_fd]
         while p1_end is None:
             j = res.find(b"\n", scan)
@@ -884,8 +932,9 @@ def _supervise(ctx, job, read_secret) -> dict:
                         first_bad = i
                         break
                 pending.extend(json.dumps({"first_bad": first_bad}).encode() + b"\n")
-            elif check == "eq":
-                pending.extend(json.dumps({"expected": secret.get("expected", [])}).encode() + b"\n")
+            elif ans_open:  # no answer will ever come: a program that waits for one reads EOF
+                os.close(ans_fd)
+                ans_open = False
 
     while True:
         now = time.monotonic()
@@ -933,17 +982,17 @@ def _supervise(ctx, job, read_secret) -> dict:
         while _drain(fd, bufs[fd], caps[fd]):
             pass
     on_result()
-    for fd in (out_fd, err_fd, res_fd, ans_fd, pidfd):
+    for fd in (out_fd, err_fd, res_fd, pidfd) + ((ans_fd,) if ans_open else ()):
         os.close(fd)
     res = bufs[res_fd]
     phase1 = res[:p1_end] if p1_end is not None else res[:RESULT_CAP]
-    phase2 = res[p2_start:].split(b"\n", 1)[0][:256] if p2_start is not None else b""
+    phase2 = res[p2_start:].split(b"\n", 1)[0][:PHASE2_KEEP] if p2_start is not None else b""
     cpu = ru.ru_utime + ru.ru_stime
     out = {
         "status": killed or ("exited" if os.WIFEXITED(status) else "signaled"),
         "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status),
         "stdout": bytes(bufs[out_fd][:STDOUT_CAP]).decode("utf-8", "replace"),
-        "stderr": bytes(bufs[err_fd][-2048:]).decode("utf-8", "replace"),
+        "stderr": bytes(bufs[err_fd][-STDERR_KEEP:]).decode("utf-8", "replace"),
         "result": bytes(phase1).decode("utf-8", "replace"),
         "phase1_done": p1_end is not None,
         "result2": bytes(phase2).decode("utf-8", "replace"),
@@ -1285,8 +1334,8 @@ class Worker:
             if not chunk:
                 return None
             self._buf += chunk
-            if len(self._buf) > 4 * RESULT_CAP:
-                raise SandboxError(f"server {self.slot} sent an answer line of more than {4 * RESULT_CAP} bytes")
+            if len(self._buf) > ANSWER_CAP:
+                raise SandboxError(f"server {self.slot} sent an answer line of more than {ANSWER_CAP} bytes")
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
