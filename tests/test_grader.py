@@ -396,7 +396,7 @@ def test_a_verdict_bug_is_a_counted_grade_error_logged_once(grader, monkeypatch,
 
     grader.take_grade_errors()
 
-    def broken(mode, res):
+    def broken(*args):
         raise RuntimeError("bug in a verdict")
 
     monkeypatch.setattr(g, "_verdict", broken)

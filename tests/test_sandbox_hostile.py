@@ -376,9 +376,10 @@ CHANNELS = {
     "file-tmp": _file_stash(f"/tmp/{PWN}"), "file-devshm": _file_stash(f"/dev/shm/{PWN}"),
     "file-home": _file_stash(f"{Path.home()}/{PWN}"), "file-beside-workdir": _file_stash(f"../{PWN}"),
 }
-# Writer in the eq check's phase 2 (it sees the expected values there, by design): records them and stashes them.
+# Writer in the eq check: an always-equal object that stashes whatever it is compared with (once the expected
+# values; since issue 13 an opaque decoy: json writes its repr).
 EQ_WRITER = ("SEEN = []\nclass Rec:\n    __hash__ = None\n    def __eq__(self, other):\n        SEEN.append(other)\n"
-             "        put(json.dumps(SEEN).encode())\n        return True\n"
+             "        put(json.dumps(SEEN, default=repr).encode())\n        return True\n"
              "class Solution:\n    def add(self, a, b):\n        return Rec()\n")
 # Writer in the oracle phase: a correct solution that stashes the values it returns.
 ORACLE_WRITER = ("class Solution:\n    out = []\n    def add(self, a, b):\n        Solution.out.append(a + b)\n"

@@ -31,7 +31,8 @@ import time
 from collections import Counter
 
 from projected_grpo.env.problem import Problem, Reward
-from projected_grpo.env.sandbox import WorkerPool, check_line, clip_name, failed_result, literal_value, parse_value
+from projected_grpo.env.sandbox import (TOP_LEVEL, WorkerPool, check_line, clip_name, failed_result, literal_value,
+                                        parse_value)
 from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
 GRADER_VERSION = "sandbox-2"  # bump when grading semantics change: caches of rewards key on it
@@ -67,6 +68,15 @@ def oracle_verdict(result: dict, expected: list) -> tuple[bool, str]:
             return False, f"{reason}:{i}"
         return False, reason
     return True, "all_equal"
+
+
+def stopped_at_top_level(result: dict) -> bool:
+    """The run ended in the program's own top-level code: it raised there (SystemExit included), or the process
+    exited (os._exit) before phase 1 wrote anything."""
+    first = result["result"].split("\n", 1)[0]
+    if first.startswith("X ") and first.split(" ")[2:3] == [TOP_LEVEL]:
+        return True
+    return result["status"] == "exited" and not result["phase1_done"] and not result["result"]
 
 
 def _killed(result: dict) -> str:
@@ -112,13 +122,16 @@ class Grader:
                 owners.append((k, "oracle"))
             pairs.append(self._graded_job(code, problem, mode))
             owners.append((k, "graded"))
-        try:
-            results = self.pool.run_many(pairs)
-        except Exception as e:  # noqa: BLE001 - the pool itself failed: every run of this batch is a grade error
-            results = [failed_result("worker_died", f"pool: {type(e).__name__}: {e}") for _ in pairs]
         per_item: dict[int, dict[str, dict]] = {}
-        for (k, role), res in zip(owners, results):
+        for (k, role), res in zip(owners, self._run_many(pairs)):
             per_item.setdefault(k, {})[role] = res
+        # A script-mode program whose merged run (as __main__) stopped in its own top-level code may have read
+        # __name__ some other way (globals()['__na' + 'me__']): its oracle is judged as for one that names it, in
+        # a separate run as module `solution`.
+        retry = [k for k, runs in per_item.items() if "oracle" not in runs and Mode(items[k][2]) in SCRIPT_MODES
+                 and stopped_at_top_level(runs["graded"])]
+        for k, res in zip(retry, self._run_many([(self._oracle_job(codes[k], items[k][1]), None) for k in retry])):
+            per_item[k]["oracle"] = res
         rewards = []
         for k, ((_, problem, mode), code) in enumerate(zip(items, codes)):
             if code is None:
@@ -129,6 +142,14 @@ class Grader:
             except Exception as e:  # noqa: BLE001 - a bug in the verdict code must not end the run
                 rewards.append(self._grade_error(f"verdict:{type(e).__name__}", repr(e)[:300]))
         return rewards
+
+    def _run_many(self, pairs: list) -> list[dict]:
+        if not pairs:
+            return []
+        try:
+            return self.pool.run_many(pairs)
+        except Exception as e:  # noqa: BLE001 - the pool itself failed: every run of this batch is a grade error
+            return [failed_result("worker_died", f"pool: {type(e).__name__}: {e}") for _ in pairs]
 
     def oracle(self, code: str, problem: Problem) -> tuple[bool, str, dict]:
         """Run only the strict oracle on `code` (tools and tests); returns (gt_correct, mechanism, raw result)."""

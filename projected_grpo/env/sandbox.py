@@ -350,6 +350,7 @@ def make_is_plain():
 # ------------------------------------------------------------------------------------------- server: constants
 
 STDOUT_CAP = 64 * 1024
+TOP_LEVEL = "top"  # third word of the X line of an exception raised by the program's top-level code
 ANSWERED_CHECKS = ("exit", "stdout", "file", "sentinel")  # the supervisor answers these with first_bad after 'D'
 PHASE2_CAP = 4096  # bytes of phase-2 result kept (only its first line is read)
 FILE_READ_CAP = 4096
@@ -683,7 +684,7 @@ def _run_kind(job) -> int:
         _exec(_compile(job["code"], "solution.py", "exec"), ns)
     except BaseException as e:  # noqa: BLE001
         program_exc = e
-        lines.append(f"X {_type(e).__name__}")
+        lines.append("X " + _str_join("?", _str_split(_str(_type(e).__name__))) + " " + TOP_LEVEL)
     if program_exc is None:
         for i, call in enumerate(calls):
             try:
