@@ -188,6 +188,7 @@ CALLS = {
     "control-fcntl-getfd": lambda: sc(72, fd, 1),
     "control-madvise-dontneed": lambda: sc(28, maddr, 4096, 4),
     "control-prctl-get-pdeathsig": lambda: sc(157, 2, res, 0, 0, 0),
+    "control-prctl-thp-disable-41": lambda: sc(157, 41, 0, 0, 0, 0),  # 41 is socket's nr: the BPF must reload nr
     "control-pread": lambda: sc(17, fd, page, 16, 0),
 }
 for name, call in CALLS.items():
@@ -205,7 +206,7 @@ def test_shared_inode_kernel_state_is_out_of_reach(grader):
     grader.cpu_limit(PROBLEM)
     res = grader.pool.run_many([grader._graded_job(SYSCALL_PROBE, PROBLEM, Mode.stdout_marker)])[0]
     got = dict(reversed(ln.split(" ", 1)) for ln in res["stdout"].splitlines() if ln.startswith(("OK", "DENIED")))
-    assert len(got) == 22, res
+    assert len(got) == 23, res
     controls = {k: v for k, v in got.items() if k.startswith("control-")}
     assert set(controls.values()) == {"OK"}, controls
     denied = {k: v for k, v in got.items() if not k.startswith("control-")}
@@ -242,6 +243,7 @@ def test_a_child_that_clears_its_death_signal_dies_with_its_server():
     _DENY_ARG (the PID namespace alone does not help: the child is that namespace's init)."""
     sleeper = ("import ctypes, time\nctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\nprint('cleared', flush=True)\n"
                "time.sleep(60)\n" + CANON)
+    before = set(_stray_sandbox_processes())  # other sessions' (this machine is shared): not ours to judge
     with Grader(n_workers=1, time_floor_s=FLOOR_S) as g:
         g.cpu_limit(PROBLEM)
         out = {}
@@ -252,9 +254,9 @@ def test_a_child_that_clears_its_death_signal_dies_with_its_server():
         t.join(30)
         assert out["r"].mechanism == "grade_error:worker_died", out
         deadline = time.monotonic() + 3.0
-        while _stray_sandbox_processes() and time.monotonic() < deadline:
+        while set(_stray_sandbox_processes()) - before and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _stray_sandbox_processes() == []
+        assert set(_stray_sandbox_processes()) - before == set()
 
 
 # ------------------------------------------------------------ 3. escaped results do not restart the server
