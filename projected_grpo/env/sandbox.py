@@ -23,18 +23,26 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
   seccomp (raw classic BPF, x86_64 and aarch64) denying fork/vfork/clone, clone3 (ENOSYS), exec, **every
   socket()** (so no ``connect()`` to filesystem sockets either), kill/tkill/tgkill, ptrace, process_vm_*, mount/
   unshare/setns/chroot, (sym)link, mknod, name_to_handle_at/open_by_handle_at, io_uring, bpf, perf, userfaultfd,
-  keyrings, modules, setsid/setpgid [socket and path probes]. Inside the chroot no host path outside ``/usr`` and
-  the stdlib resolves, so ``stat()`` cannot measure the project or the cache.
-* **One run per completion, two phases.** Phase 1 is the strict oracle: the child evaluates each test call and
-  writes ``V repr(value)`` (plain data only), ``N type`` or ``X exception`` lines on fd 3, all at once with a
-  closing ``D``. Everything the oracle uses is fixed before the child learns anything: only after ``D`` does the
-  supervisor answer (one JSON line on fd 4): the index of the first failing test for the checks that compare
-  values (script modes, sentinel), the expected values for the eq check. Phase 2 is the mode's flawed check. In a
-  script mode a program that reads ``__name__`` gets two separate runs (oracle as module ``solution``, script as
-  ``__main__``), so the oracle never runs a ``__main__`` block.
+  keyrings, modules, setsid/setpgid [socket and path probes]; and the per-inode kernel state of the read-only
+  files every run shares: flock, fcntl record locks/leases/dnotify, inotify, fanotify, fadvise64, readahead,
+  preadv2/pwritev2, mincore, cachestat, madvise WILLNEED/COLD/PAGEOUT/POPULATE; and prctl(PR_SET_PDEATHSIG), so
+  a child always dies with its supervisor [tests/test_sandbox_holes.py]. Inside the chroot no host path outside
+  ``/usr`` and the stdlib resolves, so ``stat()`` cannot measure the project or the cache.
+* **One run per completion, two phases; no expected value in any child, ever.** Phase 1 is the strict oracle:
+  the child evaluates each test call and writes ``V repr(value)`` (plain data only), ``N type`` or ``X exception``
+  lines on fd 3, all at once with a closing ``D``. Everything the oracle uses is fixed before the child learns
+  anything: only after ``D`` does the supervisor answer (one JSON line on fd 4), and only for the checks that
+  need it (script modes, sentinel), with nothing but the index of the first failing test; for the others fd 4
+  reads EOF. Phase 2 is the mode's flawed check. The eq check needs no answer: for a non-plain value the child
+  writes ``N type flag [plain copy]``, flag being ``value == decoy`` against an opaque object that carries
+  nothing (an always-equal object passes), and the trainer compares the plain values with ``==``
+  (``grader.eq_verdict``); its supervisor gets no secret at all [tests/test_sandbox_holes.py]. In a script mode a
+  program that names ``__name__``, or whose merged run stopped in its top-level code (``X type top`` or no line),
+  gets a separate oracle run as module ``solution``, so the oracle never judges a ``__main__`` block.
 * The **supervisor watches** a pidfd and the pipes with ``poll``: SIGKILL on the CPU budget of the current phase
   (read from /proc every 50 ms; RLIMIT_CPU is the backstop), on the wall deadline, when stdout+stderr pass 64 KiB,
-  or when the result passes 1 MiB. It reads ``result.txt`` safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd,
+  or when the result passes 1 MiB. Its answer line is at most ``ANSWER_CAP`` (6x the capped fields: JSON's worst
+  escape), which the client accepts, so no output makes the client restart a server. It reads ``result.txt`` safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd,
   S_ISREG, 4 KiB).
 * The **result channel parser** (``parse_value``, ``check_line``) is total and bounded: any bytes give a verdict,
   never an exception; limits on bytes, line length, nesting, integer digits (checked before ``int()``), float
