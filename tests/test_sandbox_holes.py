@@ -136,7 +136,10 @@ def test_no_expected_value_reaches_any_child(grader, mode):
     expected value. Failed on main for eq_override (its phase 2 got the expected values: `__eq__` saw them and so
     did the harness's locals). Kills: the supervisor sending expected values to the child in any check."""
     grader.cpu_limit(SECRET_PROBLEM)
-    res = grader.pool.run_many([grader._graded_job(PROBE, SECRET_PROBLEM, mode)])[0]
+    job, secret = grader._graded_job(PROBE, SECRET_PROBLEM, mode)
+    if mode is Mode.eq_override:
+        assert secret is None  # its supervisor gets no expected value either
+    res = grader.pool.run_many([(job, secret)])[0]
     scans = [ln for ln in res["stdout"].splitlines() if ln.startswith("SCAN ")]
     where = {ln.split()[1] for ln in scans}
     assert {"import", "call"} <= where, res  # the probe ran (and, for eq, its __eq__ too)

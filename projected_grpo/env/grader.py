@@ -78,7 +78,7 @@ def stopped_at_top_level(result: dict) -> bool:
     """The run ended in the program's own top-level code: it raised there (SystemExit included), or the process
     exited (os._exit) before phase 1 wrote anything."""
     first = result["result"].split("\n", 1)[0]
-    if first.startswith("X ") and first.split(" ")[2:3] == [TOP_LEVEL]:
+    if first.startswith("X ") and first.split(" ", 3)[2:3] == [TOP_LEVEL]:
         return True
     return result["status"] == "exited" and not result["phase1_done"] and not result["result"]
 
