@@ -421,7 +421,7 @@ def test_dead_server_is_a_counted_grade_error(grader):
 
 def test_expected_values_never_reach_the_child_before_phase_1_ends(grader):
     """Item 1 as a direct probe: a program that searches its own memory and fds for the expected values at
-    import time and during the calls finds nothing (the eq check gets them only after 'D', by design)."""
+    import time and during the calls finds nothing (no check gets them at all: tests/test_sandbox_holes.py)."""
     problem = Problem(id="grader-probe", method="f", signature="", description="",
                       canonical="class Solution:\n    def f(self):\n        return 'qv-needle-8812'\n",
                       tests=(("Solution().f()", "'qv-needle-8812'"),))
