@@ -168,6 +168,11 @@ lock = struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 1, 0)
 vec = (ctypes.c_uint64 * 2)(ctypes.addressof(page), 1)
 res = ctypes.create_string_buffer(64)
 rng = (ctypes.c_uint64 * 2)(0, 4096)
+def timed_lock():  # a held lock acquired with a timeout waits on a private futex (threads: clone is denied)
+    import threading
+    lock = threading.Lock()
+    lock.acquire()
+    return 0 if lock.acquire(timeout=0.01) is False else -1
 CALLS = {
     "flock": lambda: sc(73, fd, fcntl.LOCK_SH | fcntl.LOCK_NB),
     "fcntl-getlk": lambda: sc(72, fd, 5, ctypes.create_string_buffer(lock, 32)),
@@ -187,12 +192,16 @@ CALLS = {
     "madvise-willneed": lambda: sc(28, maddr, 4096, 3),
     "madvise-pageout": lambda: sc(28, maddr, 4096, 21),
     "prctl-pdeathsig": lambda: sc(157, 1, 0, 0, 0, 0),
+    "futex-shared-wake": lambda: sc(202, maddr, 1, 1, 0, 0, 0),  # keyed by os.py's inode: wakes another run
+    "futex-waitv": lambda: sc(449, 0, 0, 0, 0, 0),
     # controls: allowed, and the harness or the allocator need them
     "control-fcntl-getfd": lambda: sc(72, fd, 1),
     "control-madvise-dontneed": lambda: sc(28, maddr, 4096, 4),
     "control-prctl-get-pdeathsig": lambda: sc(157, 2, res, 0, 0, 0),
     "control-prctl-thp-disable-41": lambda: sc(157, 41, 0, 0, 0, 0),  # 41 is socket's nr: the BPF must reload nr
     "control-pread": lambda: sc(17, fd, page, 16, 0),
+    "control-futex-private-wake": lambda: sc(202, maddr, 1 | 128, 1, 0, 0, 0),
+    "control-timed-lock": timed_lock,
 }
 for name, call in CALLS.items():
     rc = call()
@@ -203,13 +212,15 @@ for name, call in CALLS.items():
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the probe's syscall numbers are x86_64's")
 def test_shared_inode_kernel_state_is_out_of_reach(grader):
     """Hole 1, defence in depth: locks, leases, dnotify/inotify, fadvise, readahead, preadv2, mincore, cachestat,
-    madvise(WILLNEED/PAGEOUT) and prctl(PR_SET_PDEATHSIG) are denied with EPERM; the controls still work. Failed on
-    main (all were allowed). Kills: any entry of _DENY / _DENY_ARG dropped, a wrong argument index in _DENY_ARG
-    (the controls or the denials change), the BPF block not reloading nr (everything after it misfires)."""
+    madvise(WILLNEED/PAGEOUT), shared futexes (found after the review: a shared FUTEX_WAKE on a page of os.py woke a
+    FUTEX_WAIT of a concurrent run) and prctl(PR_SET_PDEATHSIG) are denied with EPERM; the controls (private
+    futexes included) still work. Failed on main (all were allowed). Kills: any entry of _DENY / _DENY_ARG /
+    _DENY_UNLESS_BIT dropped, a wrong argument index there (the controls or the denials change), a block not
+    reloading nr (prctl(41) would hit socket's rule), the futex bit test inverted."""
     grader.cpu_limit(PROBLEM)
     res = grader.pool.run_many([grader._graded_job(SYSCALL_PROBE, PROBLEM, Mode.stdout_marker)])[0]
     got = dict(reversed(ln.split(" ", 1)) for ln in res["stdout"].splitlines() if ln.startswith(("OK", "DENIED")))
-    assert len(got) == 23, res
+    assert len(got) == 27, res
     controls = {k: v for k, v in got.items() if k.startswith("control-")}
     assert set(controls.values()) == {"OK"}, controls
     denied = {k: v for k, v in got.items() if not k.startswith("control-")}

@@ -25,7 +25,8 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
   unshare/setns/chroot, (sym)link, mknod, name_to_handle_at/open_by_handle_at, io_uring, bpf, perf, userfaultfd,
   keyrings, modules, setsid/setpgid [socket and path probes]; and the per-inode kernel state of the read-only
   files every run shares: flock, fcntl record locks/leases/dnotify, inotify, fanotify, fadvise64, readahead,
-  preadv2/pwritev2, mincore, cachestat, madvise WILLNEED/COLD/PAGEOUT/POPULATE; and prctl(PR_SET_PDEATHSIG), so
+  preadv2/pwritev2, mincore, cachestat, madvise WILLNEED/COLD/PAGEOUT/POPULATE, shared (non-private) futexes
+  and the futex2 calls; and prctl(PR_SET_PDEATHSIG), so
   a child always dies with its supervisor [tests/test_sandbox_holes.py]. Inside the chroot no host path outside
   ``/usr`` and the stdlib resolves, so ``stat()`` cannot measure the project or the cache.
 * **One run per completion, two phases; no expected value in any child, ever.** Phase 1 is the strict oracle:
@@ -397,6 +398,8 @@ _DENY = {
     "inotify_rm_watch": (255, 28), "fanotify_init": (300, 262), "fanotify_mark": (301, 263),
     "fadvise64": (221, 223), "readahead": (187, 213), "preadv2": (327, 286), "pwritev2": (328, 287),
     "mincore": (27, 232), "cachestat": (451, 451),
+    # futex2 calls (glibc does not use them; their shared waits would be keyed by inode like futex's below)
+    "futex_waitv": (449, 449), "futex_wake": (454, 454), "futex_wait": (455, 455), "futex_requeue": (456, 456),
 }
 # syscalls denied (EPERM) only for some values of one argument: name -> ((x86_64, aarch64), arg index, values)
 _DENY_ARG = {
@@ -406,6 +409,12 @@ _DENY_ARG = {
     "prctl": ((157, 167), 0, (1,)),
     # MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT, MADV_POPULATE_READ/WRITE: page-cache residency of shared files
     "madvise": ((28, 233), 2, (3, 20, 21, 22, 23)),
+}
+# syscalls denied (EPERM) unless a bit of one argument is set: name -> ((x86_64, aarch64), arg index, bit)
+_DENY_UNLESS_BIT = {
+    # a shared (non-FUTEX_PRIVATE_FLAG) futex on a page of a shared file is keyed by its inode: one run could
+    # wait on it and another wake it; CPython and glibc use private futexes only
+    "futex": ((202, 98), 1, 128),
 }
 _ARCH = {"x86_64": (0, 0xC000003E, 435), "aarch64": (1, 0xC00000B7, 435)}  # col, AUDIT_ARCH, clone3
 
@@ -433,11 +442,12 @@ def _check(rc, what):
 
 def seccomp_program(machine: str) -> bytes:
     """Classic BPF: kill on a foreign arch (or x32), EPERM for the denied syscalls (socket() of every family
-    included) and for the denied argument values of fcntl/prctl/madvise, ENOSYS for clone3, allow the rest."""
+    included), for the denied argument values of fcntl/prctl/madvise and for shared futexes, ENOSYS for clone3,
+    allow the rest."""
     import struct
 
     col, audit_arch, nr_clone3 = _ARCH[machine]
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, kill, eperm, enosys = 0x7FFF0000, 0x80000000, 0x00050000 | 1, 0x00050000 | 38
     ins = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]
     if machine == "x86_64":
@@ -447,6 +457,8 @@ def seccomp_program(machine: str) -> bytes:
         for v in values:
             block += [(jeq, 0, 1, v), (ret, 0, 0, eperm)]
         ins += [(jeq, 0, len(block) + 1, nrs[col])] + block + [(ld, 0, 0, 0)]
+    for nrs, arg, bit in _DENY_UNLESS_BIT.values():
+        ins += [(jeq, 0, 4, nrs[col]), (ld, 0, 0, 16 + 8 * arg), (jset, 1, 0, bit), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
     for nrs in _DENY.values():
         if nrs[col] is not None:
             ins += [(jeq, 0, 1, nrs[col]), (ret, 0, 0, eperm)]
