@@ -35,8 +35,15 @@ import time
 from collections import Counter
 
 from projected_grpo.env.problem import Problem, Reward
-from projected_grpo.env.sandbox import (TOP_LEVEL, WorkerPool, check_line, clip_name, failed_result, literal_value,
-                                        parse_value)
+from projected_grpo.env.sandbox import (
+    TOP_LEVEL,
+    WorkerPool,
+    check_line,
+    clip_name,
+    failed_result,
+    literal_value,
+    parse_value,
+)
 from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
 GRADER_VERSION = "sandbox-3"  # bump when grading semantics change: caches of rewards key on it

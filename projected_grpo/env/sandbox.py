@@ -652,7 +652,7 @@ def _run_kind(job) -> int:
         """'N <type> <flag>[ <repr of the plain copy>]': flag 1/0 is `value == decoy`, !<exception> if it raised;
         the trainer compares the plain copy with == when the decoy did not match."""
         try:
-            flag = "1" if value == decoy else "0"  # noqa: SIM300 - == as hinted
+            flag = "1" if value == decoy else "0"
         except BaseException as e:  # noqa: BLE001
             flag = "!" + _type(e).__name__
         line = "N " + _str_join("?", _str_split(_str(_type(value).__name__))) + " " + flag
