@@ -26,9 +26,9 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
   keyrings, modules, setsid/setpgid [socket and path probes]; and the per-inode kernel state of the read-only
   files every run shares: flock, fcntl record locks/leases/dnotify, inotify, fanotify, fadvise64, readahead,
   preadv2/pwritev2, mincore, cachestat, madvise WILLNEED/COLD/PAGEOUT/POPULATE, shared (non-private) futexes
-  and the futex2 calls; and prctl(PR_SET_PDEATHSIG), so
-  a child always dies with its supervisor [tests/test_sandbox_holes.py]. Inside the chroot no host path outside
-  ``/usr`` and the stdlib resolves, so ``stat()`` cannot measure the project or the cache.
+  and the futex2 calls; and prctl(PR_SET_PDEATHSIG), so a child always dies with its supervisor
+  [tests/test_sandbox_holes.py]. Inside the chroot no host path outside ``/usr`` and the stdlib resolves, so
+  ``stat()`` cannot measure the project or the cache.
 * **One run per completion, two phases; no expected value in any child, ever.** Phase 1 is the strict oracle:
   the child evaluates each test call and writes ``V repr(value)`` (plain data only), ``N type`` or ``X exception``
   lines on fd 3, all at once with a closing ``D``. Everything the oracle uses is fixed before the child learns
@@ -43,8 +43,8 @@ it is named in brackets (tests/test_sandbox_hostile.py unless said otherwise).
 * The **supervisor watches** a pidfd and the pipes with ``poll``: SIGKILL on the CPU budget of the current phase
   (read from /proc every 50 ms; RLIMIT_CPU is the backstop), on the wall deadline, when stdout+stderr pass 64 KiB,
   or when the result passes 1 MiB. Its answer line is at most ``ANSWER_CAP`` (6x the capped fields: JSON's worst
-  escape), which the client accepts, so no output makes the client restart a server. It reads ``result.txt`` safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd,
-  S_ISREG, 4 KiB).
+  escape), which the client accepts, so no output makes the client restart a server. It reads ``result.txt``
+  safely if asked (O_NOFOLLOW|O_NONBLOCK under a dir fd, S_ISREG, 4 KiB).
 * The **result channel parser** (``parse_value``, ``check_line``) is total and bounded: any bytes give a verdict,
   never an exception; limits on bytes, line length, nesting, integer digits (checked before ``int()``), float
   token length and hashed elements are all checked before a value is built, and the read is linear
