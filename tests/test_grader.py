@@ -13,10 +13,11 @@ import pytest
 
 from projected_grpo.env.grader import GRADER_VERSION, Grader, extract_code
 from projected_grpo.env.problem import Problem
-from projected_grpo.env.sandbox import _read_marker_file, literal_value
+from projected_grpo.env.sandbox import literal_value
+from projected_grpo.env.sandbox.workdir import _read_marker_file
 from projected_grpo.modes import ALL_MODES, Mode
 
-SANDBOX_FILE = str(Path(__file__).resolve().parents[1] / "projected_grpo" / "env" / "sandbox.py")
+ENV_DIR = str(Path(__file__).resolve().parents[1] / "projected_grpo" / "env")  # holds the package `sandbox`
 
 CANON = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
 WRONG = "class Solution:\n    def add(self, a, b):\n        return a - b\n"
@@ -353,7 +354,7 @@ def test_parse_value_limits_fail_before_building(text, why):
 
 
 def test_parse_value_accepts_values_at_the_limits():
-    from projected_grpo.env.sandbox import MAX_DEPTH, MAX_HASHED, MAX_INT_DIGITS, parse_value
+    from projected_grpo.env.sandbox.values import MAX_DEPTH, MAX_HASHED, MAX_INT_DIGITS, parse_value
 
     assert parse_value("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None  # kills: depth bound off by one (too tight)
     with pytest.raises(ValueError, match="nesting"):  # kills: depth bound off by one (too loose)
@@ -471,8 +472,8 @@ def test_remove_tree_survives_what_a_program_can_build():
         os.chown(base, 65534, 65534)  # the workdir's parent belongs to the server's uid, as in use
         for p in (root / "a" / "b", root / "a"):
             p.chmod(0)
-        code = (f"import importlib.util as u\ns = u.spec_from_file_location('sb', {SANDBOX_FILE!r})\n"
-                f"m = u.module_from_spec(s)\ns.loader.exec_module(m)\nm._remove_tree({str(root)!r})\n")
+        code = (f"import sys\nsys.path.insert(0, {ENV_DIR!r})\nfrom sandbox.workdir import _remove_tree\n"
+                f"_remove_tree({str(root)!r})\n")
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I",
                             "-c", code], capture_output=True, text=True, timeout=120, check=False)
         assert r.returncode == 0, r.stderr[-2000:]

@@ -22,7 +22,8 @@ import pytest
 
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problem import Problem
-from projected_grpo.env.sandbox import RESULT_CAP, SLOT_UID_BASE
+from projected_grpo.env.sandbox import RESULT_CAP
+from projected_grpo.env.sandbox.server import SLOT_UID_BASE
 from projected_grpo.modes import ALL_MODES, Mode
 
 CANON = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
@@ -38,6 +39,9 @@ SECRET_PROBLEM = Problem(id="holes-secret", method="key", signature="def key(sel
                          canonical=f"class Solution:\n    def key(self, i):\n        return {SECRETS!r}[i]\n",
                          tests=tuple((f"Solution().key({i})", repr(v)) for i, v in SECRETS.items()))
 FLOOR_S = 1.0
+# In the cmdline of every sandbox server and its forks, any session's: env/sandbox/server.py, and env/sandbox.py
+# on a checkout from before the package split.
+SERVER_MARK = b"/env/sandbox"
 
 
 def fenced(code: str) -> str:
@@ -235,7 +239,7 @@ def _stray_sandbox_processes() -> list[str]:
     servers = set()
     for d in Path("/proc").glob("[0-9]*"):
         try:
-            if b"sandbox.py" in d.joinpath("cmdline").read_bytes():
+            if SERVER_MARK in d.joinpath("cmdline").read_bytes():
                 servers.add(d.name)
         except OSError:
             continue

@@ -26,13 +26,17 @@ import pytest
 
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problem import Problem
-from projected_grpo.env.sandbox import RESULT_CAP, SLOT_UID_BASE
+from projected_grpo.env.sandbox import RESULT_CAP
+from projected_grpo.env.sandbox.server import SLOT_UID_BASE
 from projected_grpo.modes import Mode
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = (REPO / ".." / "shared" / "data" / "leetcode_medhard_sample.jsonl").resolve()
 SECRET = "pgrpo-secret-7f3a9c"
 FLOOR_S = 1.0
+# In the cmdline of every sandbox server and its forks, any session's: env/sandbox/server.py, and env/sandbox.py
+# on a checkout from before the package split.
+SERVER_MARK = b"/env/sandbox"
 WALL_BOUND_S = 2 * (2 * FLOOR_S + 0.5) + 0.5  # two phases of the wall backstop + 0.5 s
 
 CANON = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
@@ -149,7 +153,7 @@ def _sandbox_processes(grader) -> list[str]:
     servers = set()
     for d in Path("/proc").glob("[0-9]*"):
         try:
-            if b"sandbox.py" in d.joinpath("cmdline").read_bytes() and int(d.name) not in mine:
+            if SERVER_MARK in d.joinpath("cmdline").read_bytes() and int(d.name) not in mine:
                 servers.add(d.name)
         except OSError:
             continue
