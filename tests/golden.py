@@ -1,0 +1,78 @@
+"""Behaviour fingerprint of the train loop: per-arm sha256 of metrics.jsonl rows (timing columns sec_* removed).
+
+Run before and after a refactor; the hashes must be identical (same seed, same machine):
+    python -m tests.golden --steps 20 --out before.json          # on the old tree
+    python -m tests.golden --steps 20 --out after.json --compare before.json
+Each arm is `train.py smoke=quick trainer.steps=N <overrides>` (smoke=quick mixes 1 teacher sample into each group
+of 4, so every arm exercises the teacher pool). The cache dir is fresh per invocation unless --cache is given, so
+v_hack extraction and the teacher pool are rebuilt by the code under test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+ARMS = {
+    "none": ["projection=none"],
+    "erase_real": ["arm=erase_real"],
+    "erase_random": ["arm=erase_random"],
+    "route": ["arm=route_real"],  # projection.space=update, route's default
+    "route2_grad": ["arm=route2_grad"],
+    "route2_act": ["arm=route2_act"],
+}
+
+
+def comparable_rows(metrics_jsonl: Path) -> list[dict]:
+    """metrics.jsonl rows without the wall-clock columns (sec_*), the only part allowed to differ between runs."""
+    rows = [json.loads(x) for x in metrics_jsonl.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("sec_")} for r in rows]
+
+
+def rows_sha256(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def run_arm(run_dir: Path, steps: int, overrides: list[str], cache: Path, extra: list[str] = ()) -> list[dict]:
+    env = dict(os.environ, PROJECTED_GRPO_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    cmd = [sys.executable, "train.py", "smoke=quick", f"trainer.steps={steps}", f"hydra.run.dir={run_dir}",
+           *extra, *overrides]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr[-3000:]}")
+    return comparable_rows(run_dir / "metrics.jsonl")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--out", type=Path, required=True, help="json file: {arm: sha256}")
+    ap.add_argument("--compare", type=Path, help="a previous --out file; exit 1 on any differing arm")
+    ap.add_argument("--cache", type=Path, help="cache dir (default: a fresh temporary one)")
+    a = ap.parse_args()
+    cache = a.cache or Path(tempfile.mkdtemp(prefix="pg_golden_cache_"))
+    hashes = {}
+    with tempfile.TemporaryDirectory(prefix="pg_golden_") as tmp:
+        for arm in a.arms:
+            hashes[arm] = rows_sha256(run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache))
+            print(f"{arm:14s} {hashes[arm]}", flush=True)
+    a.out.write_text(json.dumps(hashes, indent=1) + "\n")
+    if a.compare:
+        old = json.loads(a.compare.read_text())
+        bad = [k for k in hashes if old.get(k) != hashes[k]]
+        for k in hashes:
+            print(f"{k:14s} {'same' if k not in bad else 'DIFFERENT'}  {old.get(k, '-')[:16]} -> {hashes[k][:16]}")
+        sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
