@@ -55,12 +55,12 @@ def stub_grader(trainer) -> None:
 
 def force_full_length() -> None:
     """Trainer.generate -> sample(..., eos_id=-1): no row can stop early, every completion is max_new long."""
-    from projected_grpo import loop, sampler
+    from projected_grpo import rollout, sampler
 
     def sample_no_eos(model, prompts, max_new, eos_id, pad_id, *a, **k):
         return sampler.sample(model, prompts, max_new, -1, pad_id, *a, **k)
 
-    loop.sample = sample_no_eos
+    rollout.sample = sample_no_eos
 
 
 def project_trainer(P: int, G: int, max_new: int, extra=(), threads: int = 1):

@@ -493,6 +493,20 @@ def get_v_hack(cfg, model, tok, problems, cache_dir, micro_batch: int | None = M
     return vh
 
 
+def refreshed_v_hack(cfg, model, tok, problems) -> dict[str, torch.Tensor]:
+    """Re-extract v_hack from the current model (the caller ablates the quarantine), same k slicing and floor."""
+    v = cfg.vhack
+    source = VSource(v.source)
+    file_source = VSource.real if source == VSource.random else source
+    pairs, _ = make_pairs(v, problems, file_source)
+    V, S = extract(model, tok, pairs, int(v.extract_top_k), float(v.tau_axis))
+    vh = select(V, S, int(v.k), float(v.drop_bottom_frac))
+    if source == VSource.random:
+        vh = random_control(vh, int(v.seed))
+    dev = next(model.parameters()).device
+    return {n: t.to(dev) for n, t in vh.v.items()}
+
+
 def extract_and_save(model, tok, pairs, vcfg, meta, path, micro_batch=MICRO_BATCH) -> None:
     import time
 

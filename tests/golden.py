@@ -1,4 +1,5 @@
-"""Behaviour fingerprint of the train loop: per-arm sha256 of metrics.jsonl rows (timing columns sec_* removed).
+"""Behaviour fingerprint of the train loop: per arm, sha256 of the metrics.jsonl rows (timing columns sec_* removed)
+and of the deployment eval (deploy_eval.jsonl, summary.json without wall_seconds and config).
 
 Run before and after a refactor; the hashes must be identical (same seed, same machine):
     python -m tests.golden --steps 20 --out before.json          # on the old tree
@@ -37,25 +38,36 @@ def comparable_rows(metrics_jsonl: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("sec_")} for r in rows]
 
 
-def rows_sha256(rows: list[dict]) -> str:
+def rows_sha256(rows) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
-def run_arm(run_dir: Path, steps: int, overrides: list[str], cache: Path, extra: list[str] = ()) -> list[dict]:
+def run_outputs(run_dir: Path) -> dict:
+    """The seeded outputs of a run: metrics rows, deployment evals and the summary, all wall-clock parts removed
+    (config holds the cache path, which differs per invocation)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "metrics": comparable_rows(run_dir / "metrics.jsonl"),
+        "deploy_eval": [json.loads(x) for x in (run_dir / "deploy_eval.jsonl").read_text().splitlines()],
+        "summary": {k: v for k, v in summary.items() if k not in ("wall_seconds", "config")},
+    }
+
+
+def run_arm(run_dir: Path, steps: int, overrides: list[str], cache: Path, extra: list[str] = ()) -> dict:
     env = dict(os.environ, PROJECTED_GRPO_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     cmd = [sys.executable, "train.py", "smoke=quick", f"trainer.steps={steps}", f"hydra.run.dir={run_dir}",
            *extra, *overrides]  # fmt: skip
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr[-3000:]}")
-    return comparable_rows(run_dir / "metrics.jsonl")
+    return run_outputs(run_dir)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--out", type=Path, required=True, help="json file: {arm: sha256}")
+    ap.add_argument("--out", type=Path, required=True, help="json file: {arm/part: sha256}")
     ap.add_argument("--compare", type=Path, help="a previous --out file; exit 1 on any differing arm")
     ap.add_argument("--cache", type=Path, help="cache dir (default: a fresh temporary one)")
     a = ap.parse_args()
@@ -63,14 +75,16 @@ def main() -> None:
     hashes = {}
     with tempfile.TemporaryDirectory(prefix="pg_golden_") as tmp:
         for arm in a.arms:
-            hashes[arm] = rows_sha256(run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache))
-            print(f"{arm:14s} {hashes[arm]}", flush=True)
+            out = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
+            for part, x in out.items():
+                hashes[f"{arm}/{part}"] = rows_sha256(x)
+                print(f"{arm + '/' + part:26s} {hashes[f'{arm}/{part}']}", flush=True)
     a.out.write_text(json.dumps(hashes, indent=1) + "\n")
     if a.compare:
         old = json.loads(a.compare.read_text())
         bad = [k for k in hashes if old.get(k) != hashes[k]]
         for k in hashes:
-            print(f"{k:14s} {'same' if k not in bad else 'DIFFERENT'}  {old.get(k, '-')[:16]} -> {hashes[k][:16]}")
+            print(f"{k:26s} {'same' if k not in bad else 'DIFFERENT'}  {old.get(k, '-')[:16]} -> {hashes[k][:16]}")
         sys.exit(1 if bad else 0)
 
 

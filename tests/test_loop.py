@@ -282,6 +282,6 @@ def test_cin_t_is_null_without_teacher_samples(trainer):
 
 def trainer_cin_t(t: Trainer, rollouts):
     """cin_t exactly as Trainer.train_step derives it from one backward."""
-    from projected_grpo.loop import cin_of_teacher
+    from projected_grpo.loss import cin_of_teacher
 
     return cin_of_teacher(t.v, t.backward(rollouts))
