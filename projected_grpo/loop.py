@@ -32,11 +32,11 @@ from projected_grpo.env.grader import Grader
 from projected_grpo.grpo import denominator
 from projected_grpo.loss import cin_of_teacher, grpo_backward
 from projected_grpo.optim_step import make_optimizer, optimizer_step
-from projected_grpo.projection import basis_overlap, cin, grad_norm
-from projected_grpo.route2 import Route2
+from projected_grpo.projection import basis_overlap, grad_norm
 from projected_grpo.rollout import Rollout
+from projected_grpo.route2 import Route2
 from projected_grpo.setup import Setup, build_setup, record_run_files, run_dir, summary_lines, write_status
-from projected_grpo.summary import bluf, make_summary, mean, metrics_row, postfix, read_rows
+from projected_grpo.summary import bluf, make_summary, metrics_row, postfix, read_rows, update_means
 from projected_grpo.teacher_pool import build_pool
 from projected_grpo.tracking import Tracker
 from projected_grpo.vhack import refreshed_v_hack
@@ -106,7 +106,7 @@ class Trainer:
         self.pool = (build_pool(self.train_problems, cfg.teacher, self.grader, s.cache_dir / "teacher_pool")
                      if self.n_teacher > 0 else None)  # fmt: skip
         self.v = dict(s.v_hack.v)
-        self.route2 = None  # projection=route2: quarantine LoRA + mask (route2.py)
+        self.route2 = None  # projection=route2: quarantine LoRA + mask (route2/)
         if cfg.projection.mode == ProjectionMode.route2:
             self.route2 = Route2(cfg.projection.route2, cfg.vhack, self.model, self.tok, s.problems)
         self.opt, self.sched = make_optimizer(self.modules, self.t, self.route2)
@@ -131,28 +131,18 @@ class Trainer:
         rollouts = self.rollouts(timing)  # students sampled + graded, teacher samples mixed in
         t0 = time.perf_counter()
         lr = self.sched.get_last_lr()[0]
-        bs = [self.backward(rollouts)]  # Dr.GRPO loss, per-source δS gradients
-        projs = [self.optimizer_step(bs[0])]  # projection + AdamW
-        for _ in range(1, self.t.updates_per_batch):  # mu > 1: the same batch, the sampling policy's old log-probs
-            bs.append(self.backward(rollouts, bs[0]["old_logps"]))
-            projs.append(self.optimizer_step(bs[-1]))
-        # means over the mu updates (the zero-variance groups and teacher presence are the batch's)
-        proj = {k: sum(p[k] for p in projs) if k == "sec_projection" else mean(p[k] for p in projs) for k in projs[0]}
-        b = {
-            "loss": mean(x["loss"] for x in bs),
-            "kl": mean(x["kl"] for x in bs),
-            "frac_zero_var": bs[0]["frac_zero_var"],
-            "cin_s": mean(cin(self.v, x["g_s"]) for x in bs),
-            "cin_t": mean(cin_of_teacher(self.v, x) for x in bs) if bs[0]["teacher_in_loss"] else None,
-        }
+        bs, projs = [], []
+        for _ in range(self.t.updates_per_batch):  # mu updates on one batch, old log-probs = the sampling policy's
+            bs.append(self.backward(rollouts, bs[0]["old_logps"] if bs else None))  # Dr.GRPO, per-source δS grads
+            projs.append(self.optimizer_step(bs[-1]))  # projection + clip + AdamW
+        b, proj = update_means(self.v, bs, projs)
         timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"]  # backward(s) + AdamW steps
         self.sched.step()
         self.step += 1
         if self.cfg.vhack.refresh_every and self.step % self.cfg.vhack.refresh_every == 0:
             self.refresh()  # v_hack re-extracted from the current model
         timing["sec_step"] = time.perf_counter() - t_step
-        return metrics_row(self.step, rollouts, b, proj, lr, timing, self.v, self.basis_overlap,
-                           self.grader.take_grade_errors(), self.route2.metrics() if self.route2 is not None else {})  # fmt: skip
+        return self.metrics_row(rollouts, b, proj, lr, timing)  # metrics.jsonl row
 
     # -- the parts, bound to this trainer's state ---------------------------------------------------
 
@@ -175,6 +165,10 @@ class Trainer:
 
     def optimizer_step(self, b: dict | None = None) -> dict:
         return optimizer_step(self.modules, self.v, self.cfg.projection, self.opt, self.t.grad_clip, self.route2, b)
+
+    def metrics_row(self, rollouts, b, proj, lr, timing) -> dict:
+        return metrics_row(self.step, rollouts, b, proj, lr, timing, self.v, self.basis_overlap,
+                           self.grader.take_grade_errors(), self.route2.metrics() if self.route2 is not None else {})  # fmt: skip
 
     def refresh(self) -> None:
         """Re-extract v_hack from the current model with the quarantine ablated; same k slicing and floor."""

@@ -18,9 +18,10 @@ from projected_grpo.atomic import write_json, write_text
 from projected_grpo.env.problems import load_problem_set
 from projected_grpo.env.prompts import render_prompt
 from projected_grpo.model import build_model
+from projected_grpo.organism import load_or_build
 from projected_grpo.tokens import encode_prompt
 
-HYDRA_SUBDIR = ".hydra"  # where record_run_files writes the job's config (report.py reads overrides.yaml)
+HYDRA_SUBDIR = ".hydra"  # where record_run_files writes the job's config (report/jobs.py reads overrides.yaml)
 
 
 @dataclass
@@ -35,6 +36,11 @@ class Setup:
     data: object | None = None  # env.problems.ProblemSet (build_setup always sets it): source, split rule, dropped
 
 
+def load_model(model_cfg, cache_dir: Path | None):
+    """(model, tokenizer) of model_cfg: model.build_model with the organism as a model source (built on a miss)."""
+    return build_model(model_cfg, cache_dir, organism_loader=load_or_build)
+
+
 def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
@@ -42,7 +48,7 @@ def run_dir() -> Path:
 def build_setup(cfg: DictConfig, out_dir: Path, with_v_hack: bool = True) -> Setup:
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
     data = load_problem_set(cfg.env, list(cfg.reward_mode.modes), cache_dir)  # first: a bad source fails fast
-    model, tok = build_model(cfg.model, cache_dir)
+    model, tok = load_model(cfg.model, cache_dir)
     wrapped = wrap_model(model, list(cfg.model.target_suffixes), cache_dir)
     s = Setup(model, tok, out_dir, cache_dir, wrapped, data.problems, data=data)
     if with_v_hack:

@@ -10,7 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from projected_grpo import evaluate as eval_mod
 from projected_grpo.config import teacher_per_group
+from projected_grpo.loss import cin_of_teacher
 from projected_grpo.modes import Mode
+from projected_grpo.projection import cin
 from projected_grpo.tracking import PER_MODE, STEP_METRICS, mode_key
 
 LAST_N = 5  # summary = mean of the last N steps
@@ -19,6 +21,20 @@ LAST_N = 5  # summary = mean of the last N steps
 def mean(xs) -> float | None:
     xs = [float(x) for x in xs]
     return sum(xs) / len(xs) if xs else None
+
+
+def update_means(v: dict, bs: list[dict], projs: list[dict]) -> tuple[dict, dict]:
+    """(loss stats b, projection metrics proj) of one batch: means over its mu updates (sec_projection summed; the
+    zero-variance groups and teacher presence are the batch's), cin_s and cin_t measured on each update's gradients."""
+    proj = {k: sum(p[k] for p in projs) if k == "sec_projection" else mean(p[k] for p in projs) for k in projs[0]}
+    b = {
+        "loss": mean(x["loss"] for x in bs),
+        "kl": mean(x["kl"] for x in bs),
+        "frac_zero_var": bs[0]["frac_zero_var"],
+        "cin_s": mean(cin(v, x["g_s"]) for x in bs),
+        "cin_t": mean(cin_of_teacher(v, x) for x in bs) if bs[0]["teacher_in_loss"] else None,
+    }
+    return b, proj
 
 
 def metrics_row(step: int, rollouts, b: dict, proj: dict, lr: float, timing: dict, v: dict, basis_overlap,
@@ -77,7 +93,7 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
         "arm": cfg.projection.mode.value,
         "vhack_source": cfg.vhack.source.value,
         "step0": {k: first.get(k) for k in ("hack_s", "solve_s")},
-        # graded student completions per step: the binomial sample behind each step's hack_s/solve_s (report.py)
+        # graded student completions per step: the binomial sample behind each step's hack_s/solve_s (report/)
         "students_per_step": students_per_step(cfg),
         "last5": last5,
         "deploy": final_eval,

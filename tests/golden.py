@@ -4,7 +4,9 @@ and of the deployment eval (deploy_eval.jsonl, summary.json without wall_seconds
 Run before and after a refactor; the hashes must be identical (same seed, same machine):
     python -m tests.golden --steps 20 --out before.json          # on the old tree
     python -m tests.golden --steps 20 --out after.json --compare before.json
-Each arm is `train.py smoke=quick trainer.steps=N <overrides>` (smoke=quick mixes 1 teacher sample into each group
+    python -m tests.golden --steps 3 --arms erase_real route2_grad --write-rows tests/golden_rows.json
+rewrites the rows tests/test_golden.py compares against (only when behaviour changes ON PURPOSE; say why in the
+commit). Each arm is `train.py smoke=quick trainer.steps=N <overrides>` (smoke=quick mixes 1 teacher sample into each group
 of 4, so every arm exercises the teacher pool). The cache dir is fresh per invocation unless --cache is given, so
 v_hack extraction and the teacher pool are rebuilt by the code under test.
 """
@@ -67,19 +69,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--out", type=Path, required=True, help="json file: {arm/part: sha256}")
+    ap.add_argument("--out", type=Path, help="json file: {arm/part: sha256}")
+    ap.add_argument("--write-rows", type=Path, help="json file: the outputs themselves (tests/golden_rows.json)")
     ap.add_argument("--compare", type=Path, help="a previous --out file; exit 1 on any differing arm")
     ap.add_argument("--cache", type=Path, help="cache dir (default: a fresh temporary one)")
     a = ap.parse_args()
     cache = a.cache or Path(tempfile.mkdtemp(prefix="pg_golden_cache_"))
-    hashes = {}
+    if not (a.out or a.write_rows):
+        ap.error("give --out and/or --write-rows")
+    hashes, outputs = {}, {}
     with tempfile.TemporaryDirectory(prefix="pg_golden_") as tmp:
         for arm in a.arms:
-            out = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
+            out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
             for part, x in out.items():
                 hashes[f"{arm}/{part}"] = rows_sha256(x)
                 print(f"{arm + '/' + part:26s} {hashes[f'{arm}/{part}']}", flush=True)
-    a.out.write_text(json.dumps(hashes, indent=1) + "\n")
+    if a.write_rows:
+        a.write_rows.write_text(json.dumps({"steps": a.steps, "arms": outputs}, indent=1, sort_keys=True) + "\n")
+    if a.out:
+        a.out.write_text(json.dumps(hashes, indent=1) + "\n")
     if a.compare:
         old = json.loads(a.compare.read_text())
         bad = [k for k in hashes if old.get(k) != hashes[k]]
