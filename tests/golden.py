@@ -31,7 +31,11 @@ ARMS = {
     "route": ["arm=route_real"],  # projection.space=update, route's default
     "route2_grad": ["arm=route2_grad"],
     "route2_act": ["arm=route2_act"],
-}
+    # the paths the arms above leave out: mu > 1 (old log-probs), the KL term, the v_hack/mask refresh
+    "erase_mu2_kl_refresh": ["arm=erase_real", "trainer.updates_per_batch=2", "trainer.beta=0.01",
+                             "vhack.refresh_every=5"],
+    "route2_act_refresh": ["arm=route2_act", "vhack.refresh_every=5"],
+}  # fmt: skip
 
 
 def comparable_rows(metrics_jsonl: Path) -> list[dict]:
@@ -83,7 +87,7 @@ def main() -> None:
             out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
             for part, x in out.items():
                 hashes[f"{arm}/{part}"] = rows_sha256(x)
-                print(f"{arm + '/' + part:26s} {hashes[f'{arm}/{part}']}", flush=True)
+                print(f"{arm + '/' + part:34s} {hashes[f'{arm}/{part}']}", flush=True)
     if a.write_rows:
         a.write_rows.write_text(json.dumps({"steps": a.steps, "arms": outputs}, indent=1, sort_keys=True) + "\n")
     if a.out:
@@ -92,7 +96,7 @@ def main() -> None:
         old = json.loads(a.compare.read_text())
         bad = [k for k in hashes if old.get(k) != hashes[k]]
         for k in hashes:
-            print(f"{k:26s} {'same' if k not in bad else 'DIFFERENT'}  {old.get(k, '-')[:16]} -> {hashes[k][:16]}")
+            print(f"{k:34s} {'same' if k not in bad else 'DIFFERENT'}  {old.get(k, '-')[:16]} -> {hashes[k][:16]}")
         sys.exit(1 if bad else 0)
 
 
