@@ -65,7 +65,8 @@ def force_full_length() -> None:
 
 def project_trainer(P: int, G: int, max_new: int, extra=(), threads: int = 1):
     """A real Trainer on the tiny model: P prompts x G student completions (no teacher pool), grader stubbed."""
-    from projected_grpo.loop import Trainer, build_setup
+    from projected_grpo.loop import Trainer
+    from projected_grpo.setup import build_setup
 
     cache = os.environ.setdefault("PROJECTED_GRPO_CACHE", str(Path.home() / ".cache" / "projected_grpo"))
     cfg = compose([

@@ -30,7 +30,7 @@ from projected_grpo.atomic import write_json
 from projected_grpo.config import ProjectionMode, Space, teacher_per_group
 from projected_grpo.env.grader import Grader
 from projected_grpo.grpo import denominator
-from projected_grpo.loss import cin_of_teacher, grpo_backward
+from projected_grpo.loss import grpo_backward
 from projected_grpo.optim_step import make_optimizer, optimizer_step
 from projected_grpo.projection import basis_overlap, grad_norm
 from projected_grpo.rollout import Rollout
@@ -78,6 +78,8 @@ def _run(cfg: DictConfig, out: Path, resume: dict | None = None) -> float | None
 
 
 class Trainer:
+    """One run's training state (model + knobs, AdamW, RNGs, v_hack, route2, grader, teacher pool) and its step."""
+
     def __init__(self, cfg: DictConfig, s: Setup, resume: dict | None = None):
         """resume: the state from checkpoint.preflight (run() validates it before writing anything);
         None: preflight here (a fresh run, or a checkpoint already in s.run_dir)."""
@@ -226,4 +228,4 @@ class Trainer:
         return summary
 
 
-__all__ = ["Rollout", "Trainer", "build_setup", "cin_of_teacher", "run"]
+__all__ = ["Trainer", "run"]

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from projected_grpo.adapter import adapter_modules
-from projected_grpo.loop import Rollout, Trainer, build_setup
+from projected_grpo.loop import Trainer
+from projected_grpo.rollout import Rollout
+from projected_grpo.setup import build_setup
 from projected_grpo.tracking import PER_MODE, STEP_METRICS
 from tests.conftest import REPO, compose
 
