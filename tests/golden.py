@@ -78,11 +78,11 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, help="a previous --out file; exit 1 on any differing arm")
     ap.add_argument("--cache", type=Path, help="cache dir (default: a fresh temporary one)")
     a = ap.parse_args()
-    cache = a.cache or Path(tempfile.mkdtemp(prefix="pg_golden_cache_"))
     if not (a.out or a.write_rows):
         ap.error("give --out and/or --write-rows")
     hashes, outputs = {}, {}
     with tempfile.TemporaryDirectory(prefix="pg_golden_") as tmp:
+        cache = a.cache or Path(tmp) / "cache"
         for arm in a.arms:
             out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
             for part, x in out.items():
