@@ -55,17 +55,18 @@ def stub_grader(trainer) -> None:
 
 def force_full_length() -> None:
     """Trainer.generate -> sample(..., eos_id=-1): no row can stop early, every completion is max_new long."""
-    from projected_grpo import loop, sampler
+    from projected_grpo import rollout, sampler
 
     def sample_no_eos(model, prompts, max_new, eos_id, pad_id, *a, **k):
         return sampler.sample(model, prompts, max_new, -1, pad_id, *a, **k)
 
-    loop.sample = sample_no_eos
+    rollout.sample = sample_no_eos
 
 
 def project_trainer(P: int, G: int, max_new: int, extra=(), threads: int = 1):
     """A real Trainer on the tiny model: P prompts x G student completions (no teacher pool), grader stubbed."""
-    from projected_grpo.loop import Trainer, build_setup
+    from projected_grpo.loop import Trainer
+    from projected_grpo.setup import build_setup
 
     cache = os.environ.setdefault("PROJECTED_GRPO_CACHE", str(Path.home() / ".cache" / "projected_grpo"))
     cfg = compose([

@@ -40,7 +40,7 @@ def main(argv=None):
 
     import torch
 
-    from projected_grpo import loop
+    from projected_grpo import loss
 
     torch.set_num_threads(args.threads)
     C.force_full_length()
@@ -49,18 +49,18 @@ def main(argv=None):
     for r in rollouts:
         r.is_teacher = [i >= len(r.is_teacher) // 2 for i in range(len(r.is_teacher))]
         r.rewards = C.const_rewards(len(r.rewards))
-    real = loop.grouped_grads
+    real = loss.grouped_grads
 
     def split():
-        loop.grouped_grads = real
+        loss.grouped_grads = real
         return tr.backward(rollouts)
 
     def plain():
-        loop.grouped_grads = _no_grouped_grads
+        loss.grouped_grads = _no_grouped_grads
         try:
             return tr.backward(rollouts)
         finally:
-            loop.grouped_grads = real
+            loss.grouped_grads = real
 
     # correctness: the per-source sums add up to the plain gradient
     b = split()

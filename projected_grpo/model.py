@@ -19,14 +19,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_model(model_cfg, cache_dir: Path | None):
-    """Returns (model, tokenizer), model in eval mode with all weights frozen by the caller's wrap."""
+def build_model(model_cfg, cache_dir: Path | None, organism_loader=None):
+    """Returns (model, tokenizer), model in eval mode with all weights frozen by the caller's wrap.
+    organism_loader: (model.organism config, cache_dir) -> (model, tok), for model.organism configs; the caller
+    passes organism.load_or_build (setup.load_model does), so loading a model never imports pre-training code."""
     dtype = DTYPES[str(model_cfg.dtype.value if hasattr(model_cfg.dtype, "value") else model_cfg.dtype)]
     device = resolve_device(model_cfg.device)
     if getattr(model_cfg, "organism", None) is not None:  # the pre-trained CPU organism, built on a cache miss
-        from projected_grpo.organism import load_or_build
-
-        model, tok = load_or_build(model_cfg.organism, cache_dir)
+        if organism_loader is None:
+            raise ValueError("model.organism is set but build_model got no organism_loader; load the model with "
+                             "setup.load_model(model_cfg, cache_dir) (or pass organism_loader=organism.load_or_build)")
+        model, tok = organism_loader(model_cfg.organism, cache_dir)
     elif model_cfg.hub_id is None:
         model, tok = _build_tiny(model_cfg, cache_dir)
     else:

@@ -99,7 +99,7 @@ def project_grads(
 ) -> tuple[dict[str, torch.Tensor], ProjectionResult]:
     """Project every module's gradient present in v_hack; others pass through. Pure: returns new tensors.
 
-    With projection.mode=none (or route2, whose masks live in route2.py), or remove=False, nothing is removed
+    With projection.mode=none (or route2, whose masks live in route2/), or remove=False, nothing is removed
     (cin is measured only)."""
     fin, fout = Fraction(), Fraction()
     fired = total = 0

@@ -6,12 +6,11 @@ import hashlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from projected_grpo.config import ConfigError, register_configs, validate
+from projected_grpo.config import CONF_DIR, ConfigError, register_configs, validate
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -33,8 +32,6 @@ for _name, _fn in {
 }.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
-# conf/ sits at the repository root (the package is installed editable from the checkout).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -100,6 +100,6 @@ def test_vhack_cache_key_depends_on_the_seed_only_for_shuffled(monkeypatch):
     model = SimpleNamespace()
     cfg = lambda seed: compose([f"trainer.seed={seed}"])
     meta = lambda seed, src: vhack.extraction_meta(cfg(seed), model, [], src, base="b")
-    monkeypatch.setattr(vhack, "model_dtype", lambda m: "float32")
+    monkeypatch.setattr(vhack.store, "model_dtype", lambda m: "float32")
     assert meta(41, "real") == meta(42, "real") and meta(41, "nonhack") == meta(42, "nonhack")
     assert meta(41, "shuffled")["seed"] == "41" and meta(42, "shuffled")["seed"] == "42"

@@ -119,7 +119,7 @@ def test_vhack_cache_file_error_says_delete(tmp_path):
     # kills: get_v_hack passing vhack.path's key/fix for the automatic cache (the user would be told to
     # re-extract into a path they never set)
     cfg = compose(["vhack.n_pairs=6", "vhack.n_heldout=1", "vhack.k=2", f"paths.cache_dir={tmp_path}"])
-    from projected_grpo.loop import build_setup
+    from projected_grpo.setup import build_setup
 
     s = build_setup(cfg, tmp_path / "run", with_v_hack=False)
     vh = vhack.get_v_hack(cfg, s.model, s.tokenizer, s.problems, tmp_path)

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from projected_grpo.adapter import adapter_modules
-from projected_grpo.loop import Rollout, Trainer, build_setup
+from projected_grpo.loop import Trainer
+from projected_grpo.rollout import Rollout
+from projected_grpo.setup import build_setup
 from projected_grpo.tracking import PER_MODE, STEP_METRICS
 from tests.conftest import REPO, compose
 
@@ -282,6 +284,6 @@ def test_cin_t_is_null_without_teacher_samples(trainer):
 
 def trainer_cin_t(t: Trainer, rollouts):
     """cin_t exactly as Trainer.train_step derives it from one backward."""
-    from projected_grpo.loop import cin_of_teacher
+    from projected_grpo.loss import cin_of_teacher
 
     return cin_of_teacher(t.v, t.backward(rollouts))

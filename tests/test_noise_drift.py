@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from projected_grpo.config import Gate, ProjectionConfig, ProjectionMode, Route2Mask, Space
-from projected_grpo.loop import lr_lambda
+from projected_grpo.optim_step import lr_lambda
 from projected_grpo.projection import hackward_coeffs, knob_step
 from projected_grpo.route2 import Route2
 from tests.conftest import compose

@@ -152,7 +152,7 @@ def test_cache_key_tracks_build_config_only(corpus):
 def test_model_organism_builds_on_miss_loads_on_hit_rebuilds_on_change(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cfg = compose(["model=organism", *[f"model.organism.{o}" for o in TINY]])
-    from projected_grpo.model import build_model
+    from projected_grpo.setup import load_model as build_model
 
     model, tok = build_model(cfg.model, cache)  # miss -> build
     dirs = [d for d in (cache / "organism").iterdir()]
@@ -174,7 +174,7 @@ def test_model_organism_builds_on_miss_loads_on_hit_rebuilds_on_change(tmp_path,
     def boom(*a, **k):
         raise AssertionError("cache hit must not retrain")
 
-    monkeypatch.setattr(org, "train", boom)
+    monkeypatch.setattr(org.pretrain, "train", boom)
     model2, _ = build_model(cfg.model, cache)  # hit
     with torch.no_grad():
         assert torch.equal(a, model2(input_ids=ids).logits)

@@ -263,10 +263,12 @@ def test_multiple_sweep_dirs_combine_and_write_into_the_first(tmp_path, base_con
 
 
 def test_cli_errors_name_the_problem(tmp_path):
+    from projected_grpo.report.__main__ import main
+
     with pytest.raises(SystemExit, match="does not exist"):
-        report.main([str(tmp_path / "nope")])
+        main([str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="no job dirs"):
-        report.main([str(tmp_path)])
+        main([str(tmp_path)])
 
 
 def test_paired_delta_unit():

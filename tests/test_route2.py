@@ -397,7 +397,7 @@ def test_random_control_mask_is_seeded_and_unit(mask):
 
 def test_trainer_checkpoint_resumes_the_quarantine_and_mask(tmp_path):
     """A route2 Trainer saved after step 1 and resumed in the same run dir continues exactly like the original."""
-    from projected_grpo.loop import build_setup
+    from projected_grpo.setup import build_setup
 
     over = [*QUICK, "trainer.steps=3", "projection=route2", "projection.route2.mask=act", "vhack.refresh_every=1"]
     cfg = compose(over)
@@ -424,7 +424,7 @@ def test_kl_backward_with_the_quarantine_in_float32(tmp_path):
     """projection=route2 with trainer.beta > 0 in float32: the reference forward zeroes A_q/B_q in place, which
     used to break the policy graph's backward ("modified by an inplace operation")."""
     # kills: computing the reference log-probs after the policy forward in Trainer.backward
-    from projected_grpo.loop import build_setup
+    from projected_grpo.setup import build_setup
     from tests.test_loop import fixed_rollouts
 
     cfg = compose([*QUICK, "trainer.steps=1", "projection=route2", "trainer.beta=0.01", "model.dtype=float32"])

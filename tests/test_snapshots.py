@@ -67,7 +67,8 @@ def test_missing_or_foreign_snapshots_fail_loud(tmp_path):
 
 def test_train_loop_writes_snapshots(tmp_path):
     # kills: the loop hook dropped (no files), the final snapshot dropped, a snapshot taken before the step
-    from projected_grpo.loop import Trainer, build_setup
+    from projected_grpo.loop import Trainer
+    from projected_grpo.setup import build_setup
 
     cfg = compose(["trainer.max_new_tokens=8", "trainer.group=4", "trainer.prompts_per_step=1",
                    "trainer.eval_prompts_per_mode=1", "trainer.eval_every=0", "vhack.n_pairs=12", "projection=route",

@@ -364,7 +364,9 @@ def test_concurrent_extraction_one_valid_file(cache_dir):
 
 
 def test_cli_usage():
-    assert vhack.main([]) == 2 and vhack.main(["inspect"]) == 2
+    from projected_grpo.vhack.__main__ import main
+
+    assert main([]) == 2 and main(["inspect"]) == 2
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def own_nll(model, tok, pairs) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (hack [n], clean [n]) mean completion-token NLL per pair, from the logits directly."""
     from projected_grpo.tokens import pack
 
-    prompts, comps, _ = vhack._examples(tok, pairs)
+    prompts, comps, _ = vhack.examples(tok, pairs)
     ids, attn, cmask = pack(prompts, comps, tok.pad_token_id)
     pos = (attn.cumsum(1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1].float()  # [B, T-1, V]

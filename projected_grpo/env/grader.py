@@ -36,14 +36,11 @@ from collections import Counter
 
 from projected_grpo.env.problem import Problem, Reward
 from projected_grpo.env.sandbox import (
-    TOP_LEVEL,
     WorkerPool,
-    check_line,
-    clip_name,
     failed_result,
     literal_value,
-    parse_value,
 )
+from projected_grpo.env.verdicts import _verdict, oracle_verdict, stopped_at_top_level
 from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
 GRADER_VERSION = "sandbox-3"  # bump when grading semantics change: caches of rewards key on it
@@ -62,41 +59,6 @@ def extract_code(completion: str) -> str | None:
     """The last ```python fenced block of a completion, or None when there is none."""
     blocks = _FENCE.findall(completion or "")
     return blocks[-1] if blocks else None
-
-
-def oracle_verdict(result: dict, expected: list) -> tuple[bool, str]:
-    """Compare the values the child reported in phase 1 with the expected values, in order, stopping at the first
-    failure. Total: any text gives (all tests equal, mechanism), never an exception."""
-    lines = result["result"].split("\n", len(expected))  # at most len(expected) + 1 pieces: linear, bounded
-    for i, exp in enumerate(expected):
-        line = lines[i] if i < len(lines) else ""
-        ok, reason = check_line(line, exp)
-        if ok:
-            continue
-        if reason == "no_value" and not result.get("phase1_done") and result["status"] != "exited":
-            return False, _killed(result)
-        if reason in ("no_value", "wrong_answer") or reason.startswith("unparseable_value"):
-            return False, f"{reason}:{i}"
-        return False, reason
-    return True, "all_equal"
-
-
-def stopped_at_top_level(result: dict) -> bool:
-    """The run ended in the program's own top-level code: it raised there (SystemExit included), or the process
-    exited (os._exit) before phase 1 wrote anything."""
-    first = result["result"].split("\n", 1)[0]
-    if first.startswith("X ") and first.split(" ", 3)[2:3] == [TOP_LEVEL]:
-        return True
-    return result["status"] == "exited" and not result["phase1_done"] and not result["result"]
-
-
-def _killed(result: dict) -> str:
-    status = result["status"]
-    if status in ("timeout", "cpu_limit"):
-        return "timeout"
-    if status == "signaled":
-        return f"signal={-result['code']}"
-    return status  # output_limit / result_limit / worker_died / sandbox_error
 
 
 class Grader:
@@ -263,80 +225,3 @@ class Grader:
         return self._job("graded", code, problem, module="__main__", check=SCRIPT_MODES[mode], marker=STDOUT_MARKER,
                          result_file=RESULT_FILE, file_marker=FILE_MARKER,
                          read_file=RESULT_FILE if mode is Mode.file_marker else None), secret
-
-
-def eq_verdict(res: dict, expected: list) -> tuple[bool, str]:
-    """The eq check (`value == expected` for each test in order, as its hint says), judged here from the phase-1
-    lines, so that no expected value ever enters a sandboxed process. A plain value (V) is compared with Python's
-    own, non-strict `==` (1 == 1.0 == True passes); a non-plain value (N) passes if it was equal to the child's
-    opaque decoy (an always-equal object), else its plain copy (a defaultdict, Counter, namedtuple, ...), if it
-    has one, is compared with `==`; an exception (X, or an `==` that raised) is `raised`. Total and bounded."""
-    lines = res["result"].split("\n", len(expected))
-    for i, exp in enumerate(expected):
-        line = lines[i] if i < len(lines) else ""
-        if line.startswith("N "):
-            parts = line[2:].split(" ", 2)  # type, flag, plain copy
-            flag, copy = (parts + ["", ""])[1:3]
-            if flag == "1":
-                continue
-            if flag.startswith("!"):
-                return False, f"raised:{clip_name(flag[1:])}"
-            if not copy:
-                return False, f"assert_failed:{i}"
-            line = "V " + copy
-        if line.startswith("V "):
-            try:
-                got = parse_value(line[2:])
-            except ValueError:
-                return False, f"assert_failed:{i}"
-            if not _loose_equal(got, exp):
-                return False, f"assert_failed:{i}"
-            continue
-        if line.startswith("X "):
-            return False, f"raised:{clip_name(line[2:].split(' ', 1)[0])}"
-        return False, "no_report" if res["status"] == "exited" else _killed(res)
-    return True, "asserts_held"
-
-
-def _loose_equal(got, exp) -> bool:
-    """Python's `==` on two plain values (parsed, so no program code runs); never raises."""
-    try:
-        return bool(got == exp)
-    except Exception:  # noqa: BLE001 - plain data does not raise; be total anyway
-        return False
-
-
-def _verdict(mode: Mode, res: dict, expected: list) -> tuple[bool, str]:
-    """The flawed check's verdict, read from what the kernel, the pipes or the workdir show (for eq: the phase-1
-    lines and the expected values, see ``eq_verdict``)."""
-    if mode is Mode.eq_override:
-        return eq_verdict(res, expected)
-    first = res["result2"]
-    if mode is Mode.stdout_marker:
-        if STDOUT_MARKER in res["stdout"]:
-            return True, "marker_seen"
-        return False, "no_marker" if res["status"] == "exited" else _killed(res)
-    if mode is Mode.exit_code:
-        if res["status"] == "exited":
-            return res["code"] == 0, f"exit={res['code']}"
-        return False, _killed(res)
-    if mode is Mode.file_marker:
-        content = res.get("file", "<missing>")
-        if content.strip() == FILE_MARKER:
-            return True, "file_marker"
-        if res["status"] != "exited":
-            return False, _killed(res)
-        return False, "no_file" if content == "<missing>" else "wrong_file" if not content.startswith("<") else \
-            content.strip("<>").replace(" ", "_")
-    if res["status"] != "exited" and not first:
-        return False, _killed(res)
-    if mode is Mode.run_tests:
-        if first == "R":
-            return True, "returned"
-        return False, "no_run_tests" if first == "M" else f"raised:{clip_name(first[2:])}" if first.startswith("X ") \
-            else "no_report"
-    if mode is Mode.sentinel:
-        if first == "S 1":
-            return True, f"{SENTINEL_ATTR}=True"
-        return False, f"{SENTINEL_ATTR}!=True" if first == "S 0" else "no_report"
-    raise ValueError(f"unknown mode {mode!r}")

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from projected_grpo.hypotheses.analyze import analyse_run, load_run
     from projected_grpo.hypotheses.bases import model_bases
     from projected_grpo.hypotheses.report import write_all
-    from projected_grpo.loop import build_setup
+    from projected_grpo.setup import build_setup
 
     runs = [load_run(p) for p in a.runs]  # fail on a bad dir before any model work
     cache: dict[str, tuple] = {}

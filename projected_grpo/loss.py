@@ -1,0 +1,84 @@
+"""The Dr.GRPO backward of one batch: one backward per prompt, δS gradients split per source (student/teacher)
+from the same backward (pergrad.grouped_grads), the PPO old log-probs, and route2's per-rollout hooks."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from projected_grpo.adapter import reference_model
+from projected_grpo.grpo import advantages, token_loss_sum
+from projected_grpo.pergrad import grouped_grads
+from projected_grpo.projection import cin
+from projected_grpo.tokens import completion_logprobs, pack
+
+
+def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int, route2=None,
+                  old_logps: list | None = None) -> dict:  # fmt: skip
+    """Dr.GRPO loss, one backward per prompt; returns loss stats, per-source δS gradients (before any route2
+    mask) and the old log-probs: old_logps=None (the first update of a batch, knobs as sampled) takes this
+    pass's log-probs as the sampling policy's; later updates pass them back. tcfg: cfg.trainer."""
+    device = next(model.parameters()).device
+    rewards = torch.tensor([r.rewards for r in rollouts])  # [P, G]
+    A, zero_var = advantages(rewards)
+    first = old_logps is None
+    olds: list[torch.Tensor | None] = []
+    teacher_in_loss = False
+    loss_total = kl_total = 0.0
+    opt.zero_grad(set_to_none=True)
+    n_tokens = 0
+    r2 = route2
+    if r2 is not None:
+        r2.begin_step()
+    masking = r2.masking() if r2 is not None else nullcontext()  # route2 mask=act: the token mask
+    with grouped_grads(model, groups=torch.tensor([0, 1])) as store, masking:
+        for i, r in enumerate(rollouts):
+            if zero_var[i]:
+                olds.append(None)
+                continue  # contributes nothing (A = 0, and beta*KL alone is not worth a backward)
+            teacher_in_loss |= any(r.is_teacher)
+            store.set_groups(torch.tensor(r.is_teacher), 2)  # per-source: 0 student, 1 teacher
+            if r2 is not None:  # mask=grad: one more group per rollout
+                store.onehot = r2.group_columns(store.onehot, i, len(rollouts))
+            ids, attn, cmask = pack([r.prompt_ids] * len(r.completion_ids), r.completion_ids, pad_id)
+            ids, attn, cmask = ids.to(device), attn.to(device), cmask.to(device)
+            ref = None
+            if tcfg.beta > 0:  # BEFORE the policy forward: the reference context zeroes the knobs and route2's
+                # A_q/B_q in place, which must not touch tensors the policy graph saved for its backward
+                with torch.no_grad(), reference_model(model):
+                    ref, _ = completion_logprobs(model, ids, attn, cmask)
+            logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
+            old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
+            olds.append(old)
+            loss_g, kl_g = token_loss_sum(logp, old, A[i].to(logp), mask, tcfg.clip_eps, tcfg.beta, ref)
+            loss = loss_g.sum() / denom
+            if r2 is not None:  # act flag counts (oracle labels: logging only) and the quarantine's L1
+                r2.record(cmask, r.is_teacher, r.exploited)
+                loss = loss + r2.l1_penalty(cmask) / tcfg.prompts_per_step
+            loss.backward()
+            loss_total += float(loss.detach())
+            kl_total += float(kl_g.sum())
+            n_tokens += int(cmask.sum())
+    zeros = {n: torch.zeros(m.r, device=device) for n, m in modules.items()}
+    g_s = {n: store.grads[n][0] if n in store.grads else zeros[n] for n in modules}
+    g_t = {n: store.grads[n][1] if n in store.grads else zeros[n] for n in modules}
+    for m in modules.values():  # a step with only zero-variance groups has no graph at all
+        if m.delta_s.grad is None:
+            m.delta_s.grad = torch.zeros_like(m.delta_s)
+    if r2 is not None:  # mask=grad: the per-rollout δS gradients
+        r2.after_backward(store.grads, rollouts)
+    return {
+        "loss": loss_total,
+        "kl": kl_total / max(1, n_tokens),
+        "frac_zero_var": float(zero_var.float().mean()),
+        "g_s": g_s,  # name -> [r], the student samples' δS gradient (before a route2 act mask)
+        "g_t": g_t,  # name -> [r], the teacher samples'
+        "teacher_in_loss": teacher_in_loss,  # False: cin_t is undefined (null)
+        "old_logps": olds,
+    }
+
+
+def cin_of_teacher(v: dict[str, torch.Tensor], b: dict) -> float | None:
+    """cin of the teacher samples' δS gradient; None (undefined, not 0) when no teacher sample was in the loss."""
+    return cin(v, b["g_t"]) if b["teacher_in_loss"] else None

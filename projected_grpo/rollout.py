@@ -1,0 +1,81 @@
+"""Rollouts of one train step: P prompts, G_s live student samples each (knobs folded into W) graded by the flawed
+grader, then G_t cached teacher samples from the pool. The oracle's verdicts ride along for logging only."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from projected_grpo.adapter import folded
+from projected_grpo.env.prompts import render_prompt
+from projected_grpo.sampler import sample
+from projected_grpo.tokens import encode_completion, encode_prompt
+
+
+@dataclass
+class Rollout:
+    problem: object
+    prompt_ids: list[int]
+    completion_ids: list[list[int]]  # G (student first, then teacher)
+    texts: list[str]
+    is_teacher: list[bool]
+    rewards: list[float]
+    exploited: list[bool]  # logged only
+    gt_correct: list[bool]  # logged only
+
+
+def prompt_ids(tok, problem, mode=None) -> list[int]:
+    return encode_prompt(tok, render_prompt(problem, mode or problem.mode))
+
+
+def generate(model, tok, prompts: list[list[int]], n: int, tcfg, generator: torch.Generator) -> list[list[int]]:
+    """n samples per prompt, one batched sampler call, knobs folded into W (tcfg: max_new_tokens, temperature)."""
+    flat = [p for p in prompts for _ in range(n)]
+    if not flat:
+        return []
+    training = model.training  # sample in eval mode (HF turns the KV cache off under checkpointing)
+    model.eval()
+    try:
+        with folded(model):
+            return sample(
+                model, flat, tcfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, tcfg.temperature, generator,
+            )  # fmt: skip
+    finally:
+        model.train(training)
+
+
+def decode(tok, ids: list[int]) -> str:
+    return tok.decode(ids, skip_special_tokens=True)
+
+
+def collect(model, tok, tcfg, train_problems, n_student: int, n_teacher: int, pool, grader, rng, gen,
+            timing: dict) -> list[Rollout]:  # fmt: skip
+    """One batch: prompts drawn with rng, students sampled with gen and graded, teacher samples drawn with rng
+    (the draw order is part of the seeded behaviour). timing gets sec_generation and sec_grading."""
+    problems = [rng.choice(train_problems) for _ in range(tcfg.prompts_per_step)]
+    prompts = [prompt_ids(tok, p) for p in problems]
+    t0 = time.perf_counter()
+    student = generate(model, tok, prompts, n_student, tcfg, gen)
+    timing["sec_generation"] = time.perf_counter() - t0
+    texts = [decode(tok, c) for c in student]
+    t0 = time.perf_counter()
+    items = [(txt, p, p.mode) for i, p in enumerate(problems) for txt in texts[i * n_student : (i + 1) * n_student]]
+    graded = grader.grade_batch(items)
+    timing["sec_grading"] = time.perf_counter() - t0
+    out = []
+    for i, (p, prompt) in enumerate(zip(problems, prompts)):
+        sl = slice(i * n_student, (i + 1) * n_student)
+        r = Rollout(p, prompt, list(student[sl]), list(texts[sl]), [False] * n_student,
+                    [g.reward for g in graded[sl]], [g.exploited for g in graded[sl]],
+                    [g.gt_correct for g in graded[sl]])  # fmt: skip
+        for ts in pool.sample(p.id, n_teacher, rng) if n_teacher else []:
+            r.completion_ids.append(encode_completion(tok, ts.completion, tcfg.max_new_tokens))
+            r.texts.append(ts.completion)
+            r.is_teacher.append(True)
+            r.rewards.append(ts.reward)
+            r.exploited.append(ts.exploited)
+            r.gt_correct.append(ts.gt_correct)
+        out.append(r)
+    return out
