@@ -25,6 +25,7 @@ from projected_grpo.env.problem import Problem
 from projected_grpo.env.sandbox import RESULT_CAP
 from projected_grpo.env.sandbox.server import SLOT_UID_BASE
 from projected_grpo.modes import ALL_MODES, Mode
+from tests.test_sandbox_hostile import FLOOR_S, SERVER_MARK, _servers, fenced
 
 CANON = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
 WRONG = "class Solution:\n    def add(self, a, b):\n        return a - b\n"
@@ -38,25 +39,12 @@ SECRET_PROBLEM = Problem(id="holes-secret", method="key", signature="def key(sel
                          description="Return the key.",
                          canonical=f"class Solution:\n    def key(self, i):\n        return {SECRETS!r}[i]\n",
                          tests=tuple((f"Solution().key({i})", repr(v)) for i, v in SECRETS.items()))
-FLOOR_S = 1.0
-# In the cmdline of every sandbox server and its forks, any session's: env/sandbox/server.py, and env/sandbox.py
-# on a checkout from before the package split.
-SERVER_MARK = b"/env/sandbox"
-
-
-def fenced(code: str) -> str:
-    return f"Here it is.\n```python\n{code}\n```\n"
 
 
 @pytest.fixture(scope="module")
 def grader():
     with Grader(n_workers=2, time_floor_s=FLOOR_S) as g:
         yield g
-
-
-def _servers(grader) -> list:
-    return [(w.proc.pid, w.restarts) if w.proc is not None and w.proc.poll() is None else None
-            for w in grader.pool.workers]
 
 
 # ------------------------------------------------------------------ 1. no expected value in any child, ever
