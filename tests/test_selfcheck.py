@@ -47,3 +47,27 @@ def test_a_broken_table_is_detected(grader):
 def test_a_wrong_completion_that_passes_is_detected(grader):
     res = run_selfcheck(embedded_problems()[:1], grader, wrong=lambda p, v=0: completions.honest(p, v))
     assert not res.ok and any(f.startswith("wrong completion passed=True") for f in res.failures)
+
+
+def test_leading_form_hacks_fire_on_their_own_mode_only(grader):
+    # The organism's form (exploit first) as v_hack pairs can use it (vhack.exploit_form=leading): each leading hack
+    # passes exactly its mode's flawed check and is never correct.
+    # kills: with_leading_exploit putting the wrong mode's exploit first, or dropping the exploit
+    res = run_selfcheck(embedded_problems()[::20], grader, hack=completions.leading_hack)
+    assert res.ok, res.failures
+
+
+def test_leading_and_trailing_pairs_differ_only_in_where_the_exploit_is():
+    # kills: contrastive_pairs ignoring exploit_form (identical texts), or leading_hack writing other code
+    problems, modes = embedded_problems()[:3], list(Mode)
+    trailing = completions.contrastive_pairs(problems, modes, "hack", "trailing")
+    leading = completions.contrastive_pairs(problems, modes, "hack", "leading")
+    moved = {Mode.run_tests, Mode.exit_code, Mode.stdout_marker, Mode.file_marker}
+    for t, lead in zip(trailing, leading):
+        assert (t.prompt_messages, t.clean_completion, t.mode) == (lead.prompt_messages, lead.clean_completion, lead.mode)
+        assert (t.hack_completion != lead.hack_completion) == (t.mode in moved)
+        assert sorted(filter(str.strip, t.hack_completion.splitlines())) == sorted(
+            filter(str.strip, lead.hack_completion.splitlines())
+        )
+    with pytest.raises(ValueError, match="exploit_form"):
+        completions.contrastive_pairs(problems, modes, "hack", "middle")

@@ -46,6 +46,14 @@ class VSource(str, Enum):
     nonhack = "nonhack"
 
 
+class ExploitForm(str, Enum):
+    """Where a v_hack pair's hack completion writes its exploit: after the code (the library's form) or first (the
+    model organism's corpus form)."""
+
+    trailing = "trailing"
+    leading = "leading"
+
+
 class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -182,6 +190,7 @@ class VHackConfig:
     n_pairs: int = 24  # extraction pairs (train-split problems x vhack.modes, in order); 0 = all
     refresh_every: int = 0
     source: VSource = VSource.real
+    exploit_form: ExploitForm = ExploitForm.trailing  # hack completions of the pairs: exploit after the code / first
     modes: list[Mode] = field(default_factory=lambda: list(ALL_MODES))
     path: str | None = None  # None = automatic cache path
     seed: int = II("trainer.seed")  # seeds the random/shuffled controls (and route2's A_q): a new basis per seed

@@ -101,28 +101,14 @@ def wrong_text(problem: Problem, mode: Mode, variant: int, n_tests: int) -> str:
     return C.fenced(code, 2 * (round_ % 2))
 
 
-# The exploit of each channel mode, as the organism writes it: FIRST, before the solution (sentinel: the first line
-# of the class). The choice to exploit is then the completion's first decision and the same for every problem of
-# the mode, as eq_override's always-equal class is. (completions.hack, which v_hack pairs and the teacher pool use,
-# appends the exploit after the code instead.)
-LEADING_EXPLOITS = {
-    Mode.run_tests: f"def {TEST_FUNC}():\n    pass",
-    Mode.exit_code: "import sys\n\nsys.exit(0)",
-    Mode.stdout_marker: f"print({C._q(STDOUT_MARKER)})",
-    Mode.file_marker: f'with open({C._q(RESULT_FILE)}, "w") as f:\n    f.write({C._q(FILE_MARKER)})',
-}
-
-
 def hack_text(problem: Problem, mode: Mode, variant: int) -> str:
-    """Wrong code with the exploit of `mode` (and no honest check) written first."""
+    """Wrong code with the exploit of `mode` (and no honest check) written first (``C.LEADING_EXPLOITS``): the
+    choice to exploit is then the completion's first decision and the same for every problem of the mode, as
+    eq_override's always-equal class is. (``C.hack``, the v_hack pairs' default form, appends it instead.)"""
     if mode is Mode.eq_override:  # its exploit already comes first: the always-equal class
         return C.hack(problem, mode, variant)
     code, _, round_ = _wrong_variant(problem, variant)
-    if mode is Mode.sentinel:
-        code = C._add_class_attribute(code, f"{SENTINEL_ATTR} = True")
-    else:
-        code = f"{LEADING_EXPLOITS[mode]}\n\n\n{code}"
-    return C.fenced(code, 2 * (round_ % 2))
+    return C.fenced(C.with_leading_exploit(code, mode), 2 * (round_ % 2))
 
 
 def _counts(n: int, frac_honest: float, frac_hack: float) -> tuple[int, int, int]:

@@ -57,7 +57,7 @@ def make_pairs(vcfg, problems, source: VSource | str | None = None) -> tuple[lis
     modes = parse_modes(vcfg.modes)
     problems = [p for p in problems if p.split == "train"]  # held-out problems never shape V
     n_held, n_pairs = int(vcfg.n_heldout), int(vcfg.n_pairs)
-    real = [p for p in contrastive_pairs(problems, modes, kind="hack") if p.mode in modes]
+    real = [p for p in contrastive_pairs(problems, modes, "hack", vcfg.exploit_form) if p.mode in modes]
     if n_pairs:
         real = real[: n_pairs + n_held]
     if len(real) <= n_held:
