@@ -183,6 +183,15 @@ def _job_process(ctx, release_fd: int) -> int:
     reading past it, isolate, run, answer one JSON line, then tell the zygote (one byte on `release_fd`) to fork
     the next supervisor. Returns its exit status: 0 answered, 3 stdin closed (the zygote then exits)."""
     ctx["libc"].prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the zygote
+    # With a private tmpfs per supervisor, its namespaces are made before the job arrives (off the job's path),
+    # and the next supervisor is forked as soon as this one has read its frame (it then prepares while this job
+    # runs). With a shared workdir (no job tmpfs) both wait: one workdir at a time.
+    early, setup_error = bool(ctx["jobfs"]), None
+    if early:
+        try:
+            _enter_job_namespaces(ctx)
+        except Exception as e:  # noqa: BLE001 - reported as this job's answer, once the job is read
+            setup_error = e
     header = b""
     while not header.endswith(b"\n"):
         c = os.read(0, 1)
@@ -192,14 +201,20 @@ def _job_process(ctx, release_fd: int) -> int:
         if len(header) > 40:
             raise ValueError(f"bad frame header {header[:40]!r}")
     job = json.loads(_read_exact(0, int(header)))
-    _enter_job_namespaces(ctx)
+    if early:
+        os.write(release_fd, b"r")
+        if setup_error is not None:
+            raise setup_error
+    else:
+        _enter_job_namespaces(ctx)
     try:
         res = _supervise(ctx, job)
     finally:
         if not ctx["jobfs"]:
             _remove_tree(ctx["workdir"])
     _send(res)
-    os.write(release_fd, b"r")
+    if not early:
+        os.write(release_fd, b"r")
     return 0
 
 
