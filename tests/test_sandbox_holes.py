@@ -526,8 +526,9 @@ def test_a_type_name_cannot_inject_protocol_lines(grader, name, where):
     """Hole 6 (protocol injection): a class whose __name__ holds a newline and the sentinel's pass line, raised
     by a test or returned as a non-plain value, wrote 'X Boom' / 'N Boom', then its own 'D' and 'S 1' lines:
     main's sentinel check passed a wrong program that never set the sentinel (exploited). Now every type name is
-    one word ('?' for whitespace and unprintable characters). Failed on main for raised and non-plain. Kills:
-    word() dropped on any of the X / N / eq-flag lines."""
+    one word ('?' for whitespace and unprintable characters). Failed on main for raised-newline and
+    non-plain-newline (the other rows pin behaviour: an injected eq flag line only ever follows a failed test).
+    Kills: word() dropped on the X or N lines (checked: word() as the identity turns raised-newline red)."""
     body = {"raised": "raise T()", "non-plain": "return T()", "eq-flag": "return V()"}[where]
     code = (f"T = type({name!r}, (Exception,), {{}})\n"
             "class V:\n    __hash__ = None\n    def __eq__(self, o):\n        raise T()\n"
