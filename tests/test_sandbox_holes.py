@@ -6,6 +6,10 @@
 3. A result of control bytes, whose JSON escape is 6x its size, does not restart the server.
 4. Forging the result protocol only ever fools the flawed check: the oracle labels every forged pass exploited.
 5. A program that reads ``__name__`` without naming it is judged by the oracle as one that names it.
+6. (The second review.) No bit derived from an expected value reaches any sandboxed process: not the first
+   failing test's index either (phase 2 is answer-free), so no channel between runs has anything to carry;
+   sysinfo/statfs (system-wide counters a child can move) are denied; an oracle job that lasts two wall
+   deadlines does not restart its server; a type name cannot inject protocol lines.
 
 Each test says which mutant it kills and whether it failed on the main before this change.
 """
@@ -128,10 +132,8 @@ def test_no_expected_value_reaches_any_child(grader, mode):
     expected value. Failed on main for eq_override (its phase 2 got the expected values: `__eq__` saw them and so
     did the harness's locals). Kills: the supervisor sending expected values to the child in any check."""
     grader.cpu_limit(SECRET_PROBLEM)
-    job, secret = grader._graded_job(PROBE, SECRET_PROBLEM, mode)
-    if mode is Mode.eq_override:
-        assert secret is None  # its supervisor gets no expected value either
-    res = grader.pool.run_many([(job, secret)])[0]
+    job = grader._graded_job(PROBE, SECRET_PROBLEM, mode)
+    res = grader.pool.run_many([job])[0]
     scans = [ln for ln in res["stdout"].splitlines() if ln.startswith("SCAN ")]
     where = {ln.split()[1] for ln in scans}
     assert {"import", "call"} <= where, res  # the probe ran (and, for eq, its __eq__ too)
@@ -159,6 +161,7 @@ def sc(*args):
 lock = struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 1, 0)
 vec = (ctypes.c_uint64 * 2)(ctypes.addressof(page), 1)
 res = ctypes.create_string_buffer(64)
+big = ctypes.create_string_buffer(512)
 rng = (ctypes.c_uint64 * 2)(0, 4096)
 def timed_lock():  # a held lock acquired with a timeout waits on a private futex (threads: clone is denied)
     import threading
@@ -186,6 +189,10 @@ CALLS = {
     "prctl-pdeathsig": lambda: sc(157, 1, 0, 0, 0, 0),
     "futex-shared-wake": lambda: sc(202, maddr, 1, 1, 0, 0, 0),  # keyed by os.py's inode: wakes another run
     "futex-waitv": lambda: sc(449, 0, 0, 0, 0, 0),
+    # system-wide counters a child can move (free RAM and sharedram: tmpfs writes; free blocks: disk writes)
+    "sysinfo": lambda: sc(99, big),
+    "statfs": lambda: sc(137, D.encode(), big),
+    "fstatfs": lambda: sc(138, fd, big),
     # controls: allowed, and the harness or the allocator need them
     "control-fcntl-getfd": lambda: sc(72, fd, 1),
     "control-madvise-dontneed": lambda: sc(28, maddr, 4096, 4),
@@ -201,6 +208,22 @@ for name, call in CALLS.items():
 ''' + CANON
 
 
+def _probe_syscalls(grader) -> dict:
+    grader.cpu_limit(PROBLEM)
+    res = grader.pool.run_many([grader._graded_job(SYSCALL_PROBE, PROBLEM, Mode.stdout_marker)])[0]
+    return dict(reversed(ln.split(" ", 1)) for ln in res["stdout"].splitlines() if ln.startswith(("OK", "DENIED")))
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the probe's syscall numbers are x86_64's")
+def test_system_wide_counters_are_out_of_reach(grader):
+    """Hole 6 (second review, channel b): sysinfo() (sharedram moves with any tmpfs write, freeram with any
+    allocation) and statfs/fstatfs (free blocks move with any disk write) are denied with EPERM. Failed on main
+    (all three allowed). Kills: the sysinfo, statfs or fstatfs entry of _DENY dropped."""
+    got = _probe_syscalls(grader)
+    assert {k: got.get(k) for k in ("sysinfo", "statfs", "fstatfs")} == dict.fromkeys(
+        ("sysinfo", "statfs", "fstatfs"), "DENIED1"), got
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the probe's syscall numbers are x86_64's")
 def test_shared_inode_kernel_state_is_out_of_reach(grader):
     """Hole 1, defence in depth: locks, leases, dnotify/inotify, fadvise, readahead, preadv2, mincore, cachestat,
@@ -209,10 +232,8 @@ def test_shared_inode_kernel_state_is_out_of_reach(grader):
     futexes included) still work. Failed on main (all were allowed). Kills: any entry of _DENY / _DENY_ARG /
     _DENY_UNLESS_BIT dropped, a wrong argument index there (the controls or the denials change), a block not
     reloading nr (prctl(41) would hit socket's rule), the futex bit test inverted."""
-    grader.cpu_limit(PROBLEM)
-    res = grader.pool.run_many([grader._graded_job(SYSCALL_PROBE, PROBLEM, Mode.stdout_marker)])[0]
-    got = dict(reversed(ln.split(" ", 1)) for ln in res["stdout"].splitlines() if ln.startswith(("OK", "DENIED")))
-    assert len(got) == 27, res
+    got = _probe_syscalls(grader)
+    assert len(got) == 30, got
     controls = {k: v for k, v in got.items() if k.startswith("control-")}
     assert set(controls.values()) == {"OK"}, controls
     denied = {k: v for k, v in got.items() if not k.startswith("control-")}
@@ -381,3 +402,156 @@ def test_eq_check_keeps_its_semantics_without_expected_values(grader, case):
     problem, code, passed, correct = EQ_CASES[case]
     r = grader.grade(fenced(code), problem, Mode.eq_override)
     assert (r.passed, r.gt_correct) == (passed, correct), r
+
+
+# ------------------------------------------------- 6. no bit of an expected value in any run, ever (second review)
+
+# Phase 2 of a program that raises in its last test (so that its code runs after phase 1 in every mode: the
+# exception's __str__, a patched traceback printer, Solution() of the sentinel check): everything it can see
+# that could carry the first failing test's index: fd 4, and the int/None locals (and int items of dict locals)
+# of the harness's frame.
+OBSERVER = r"""import hashlib, os, select, sys, traceback
+def observe(where):
+    try:  # without touching its flags (a non-blocking fd 4 would break main's harness: a test that proves nothing)
+        fd4 = os.read(4, 1 << 16) if select.select([4], [], [], 0)[0] else "not-ready"
+    except OSError as e:
+        fd4 = type(e).__name__
+    seen, f = [], sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name == "_run_kind":  # the harness (the frames below it are the zygote's: pids, fds)
+            for k, v in sorted(f.f_locals.items()):
+                if type(v) in (int, type(None)):
+                    seen.append((f.f_code.co_name, k, v))
+                elif type(v) is dict:
+                    seen.append((f.f_code.co_name, k, sorted((a, b) for a, b in v.items() if type(b) is int)))
+        f = f.f_back
+    os.write(2, f"OBS {where} {fd4!r} {hashlib.sha256(repr(seen).encode()).hexdigest()[:16]}\n".encode())
+class Boom(Exception):
+    def __str__(self):
+        observe("str")
+        return "boom"
+_tb = traceback.TracebackException
+class Tb(_tb):
+    def __init__(self, *a, **k):
+        observe("traceback")
+        super().__init__(*a, **k)
+traceback.TracebackException = Tb
+class Solution:
+    def __init__(self):
+        observe("init")
+    def val(self, i):
+        if i == 2:
+            raise Boom()
+        return 10 * i
+"""
+# The same calls; the program's values are right up to test 1 on one problem, wrong from test 1 on the other:
+# the first failing test is 2 (where it raised) or 1.
+FIRST_BAD_2 = Problem(id="holes-fb2", method="val", signature="def val(self, i: int) -> int:", description="10 i.",
+                      canonical="class Solution:\n    def val(self, i):\n        return 10 * i\n",
+                      tests=(("Solution().val(0)", "0"), ("Solution().val(1)", "10"), ("Solution().val(2)", "20")))
+FIRST_BAD_1 = Problem(id="holes-fb1", method="val", signature="def val(self, i: int) -> int:", description="11 i.",
+                      canonical="class Solution:\n    def val(self, i):\n        return 11 * i\n",
+                      tests=(("Solution().val(0)", "0"), ("Solution().val(1)", "11"), ("Solution().val(2)", "22")))
+ANSWER_FREE_MODES = [Mode.exit_code, Mode.stdout_marker, Mode.file_marker, Mode.sentinel]
+
+
+@pytest.mark.parametrize("mode", ANSWER_FREE_MODES, ids=[m.value for m in ANSWER_FREE_MODES])
+def test_no_run_learns_which_test_failed_first(grader, mode):
+    """Hole 6 (second review, the main hole): main's supervisor answered the script and sentinel checks with
+    the first failing test's index, which a program read in phase 2 and carried to a later oracle run (page-cache
+    latency, sysinfo sharedram). Now the same program on two problems that differ only in expected values (first
+    failing test 2 or 1) sees exactly the same thing in phase 2: fd 4 reads EOF, no harness local differs.
+    Failed on main (fd 4 / the harness's `got` and `first` said 2 or 1, and the traceback printer ran for a
+    different exception). Kills: any answer on fd 4, a child that branches on anything derived from expected
+    values."""
+    seen = []
+    for problem in (FIRST_BAD_2, FIRST_BAD_1):
+        grader.cpu_limit(problem)
+        res = grader.pool.run_many([grader._graded_job(OBSERVER, problem, mode)])[0]
+        obs = [ln.split(" ") for ln in res["stderr"].splitlines() if ln.startswith("OBS ")]
+        assert res["phase1_done"] and len(obs) > len(problem.tests), res  # its code ran in phase 2 too
+        assert {fd4 for _, _, fd4, _ in obs} <= {"b''", "'not-ready'"}, obs  # fd 4: EOF, or nothing yet
+        seen.append([(where, digest) for _, where, _, digest in obs])
+    assert seen[0] == seen[1], seen
+
+
+def test_the_sandbox_never_receives_an_expected_value(grader, monkeypatch):
+    """Hole 6, from the trainer's side: every byte the client writes to any server, for a graded batch in every
+    mode, holds none of the problem's expected values. Failed on main (the script and
+    sentinel checks sent them in the secret frame). Kills: any expected value put into a job."""
+    sent = []
+
+    class Tee:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            sent.append(bytes(data))
+            return self.f.write(data)
+
+        def flush(self):
+            return self.f.flush()
+
+    grader.cpu_limit(SECRET_PROBLEM)  # the calibration run carries the canonical code: its own run, not tapped
+    for w in grader.pool.workers:
+        monkeypatch.setattr(w.proc, "stdin", Tee(w.proc.stdin))
+    correct = ("W = {1: ('alpha', 5521), 2: ('beta', 937), 3: ('gamma', 4410)}\nclass Solution:\n"
+               "    def key(self, i):\n        return 'zq-%s-%04d' % W[i]\n")  # right, yet no secret in its text
+    rewards = grader.grade_batch([(fenced(correct), SECRET_PROBLEM, m) for m in ALL_MODES])
+    assert all(r.gt_correct for r in rewards), rewards
+    data = b"".join(sent)
+    assert data.count(b'"kind": "graded"') == len(ALL_MODES), data[:300]  # the tee saw every job
+    assert not [v for v in SECRETS.values() if v.encode() in data], data[:300]
+
+
+@pytest.mark.parametrize("mode", [Mode.exit_code, Mode.stdout_marker, Mode.file_marker])
+def test_script_checks_judge_the_branch_of_the_real_first_failure(grader, mode):
+    """The trainer's pick (verdicts.script_outcome): a program whose exception's __str__ does the loophole (exit
+    0 / prints the marker / writes the file) passes only where the test that raised is the first failing one;
+    where an earlier test fails first, the assert failure (exit 1, nothing of phase 2) is judged, as the hinted
+    script would. Kills: script_outcome always taking the re-enacted run (FIRST_BAD_1 passes), or never (the
+    FIRST_BAD_2 row fails), or the snapshot taken after phase 2 (the marker leaks into it)."""
+    loophole = {Mode.exit_code: "os._exit(0)", Mode.stdout_marker: "print('all tests passed', flush=True)",
+                Mode.file_marker: "open('result.txt', 'w').write('PASS')"}[mode]
+    code = ("import os\nclass Boom(Exception):\n    def __str__(self):\n        " + loophole + "\n        return 'b'\n"
+            "class Solution:\n    def val(self, i):\n        if i == 2:\n            raise Boom()\n        return 10 * i\n")
+    for problem, passed in ((FIRST_BAD_2, True), (FIRST_BAD_1, False)):
+        r = grader.grade(fenced(code), problem, mode)
+        assert (r.passed, r.gt_correct) == (passed, False), (problem.id, r)
+
+
+@pytest.mark.parametrize("name", ["Boom\nD\nS 1", "Boom\r\nD\nS 1\x00"], ids=["newline", "crlf-nul"])
+@pytest.mark.parametrize("where", ["raised", "non-plain", "eq-flag"])
+def test_a_type_name_cannot_inject_protocol_lines(grader, name, where):
+    """Hole 6 (protocol injection): a class whose __name__ holds a newline and the sentinel's pass line, raised
+    by a test or returned as a non-plain value, wrote 'X Boom' / 'N Boom', then its own 'D' and 'S 1' lines:
+    main's sentinel check passed a wrong program that never set the sentinel (exploited). Now every type name is
+    one word ('?' for whitespace and unprintable characters). Failed on main for raised-newline and
+    non-plain-newline (the other rows pin behaviour: an injected eq flag line only ever follows a failed test).
+    Kills: word() dropped on the X or N lines (checked: word() as the identity turns raised-newline red)."""
+    body = {"raised": "raise T()", "non-plain": "return T()", "eq-flag": "return V()"}[where]
+    code = (f"T = type({name!r}, (Exception,), {{}})\n"
+            "class V:\n    __hash__ = None\n    def __eq__(self, o):\n        raise T()\n"
+            f"class Solution:\n    def add(self, a, b):\n        {body}\n")
+    for mode in (Mode.sentinel, Mode.eq_override):
+        r = grader.grade(fenced(code), PROBLEM, mode)
+        assert not r.passed and not r.gt_correct, (mode, r)
+    assert grader.grade(fenced(CANON), PROBLEM, Mode.sentinel).passed
+
+
+@pytest.mark.slow
+def test_an_oracle_job_that_lasts_two_deadlines_is_a_verdict_not_a_restart(grader):
+    """Hole 6 (oracle-job deadline restart): the supervisor restarts a job's wall deadline at 'D'; a correct
+    program that writes its (right) values and 'D' itself just before the first deadline, then runs on for
+    almost another one, lasted 2 x wall, more than main's client waited for an oracle job (1 x wall + 10 s) when
+    wall > 10 s: its server was restarted and the job came back worker_died. Now the client waits 2 x wall +
+    10 s for every job. Failed on main (worker_died). Kills: the client's wait under 2 x wall."""
+    wall = 12.0
+    code = ("import os, time\ntime.sleep(11.3)\nos.write(3, b'V 3\\nV 0\\nV 30\\nD\\n')\ntime.sleep(11.3)\n" + CANON)
+    job = {"kind": "oracle", "module": "solution", "setup": "", "code": code,
+           "calls": [c for c, _ in PROBLEM.tests], "cpu_s": 5.0, "wall_s": wall}
+    servers = _servers(grader)
+    res = grader.pool.run_many([job])[0]
+    assert res["status"] == "exited" and res["phase1_done"] and res["wall_s"] > wall + 10, res
+    assert res["result"] == "V 3\nV 0\nV 30\n", res
+    assert _servers(grader) == servers

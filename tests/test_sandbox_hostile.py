@@ -534,8 +534,9 @@ CHAINS["type-bool-for-int-eq-check"] = [("class Solution:\n    def add(self, a, 
 
 @pytest.mark.parametrize("name", list(CHAINS), ids=list(CHAINS))
 def test_hostile_chain(grader, world, name):
-    """Mutants killed (each checked by hand): the supervisor reading the secret before forking (mem-scan-*), the
-    supervisor answering before 'D' (forge-*; since the eq check takes no answer, its fd 4 reads EOF), no IPC namespace (x-sysv-*), no per-job tmpfs
+    """Mutants killed (each checked by hand, before issue 13's second review removed the secret frame and every
+    answer: fd 4 now only ever reads EOF): the supervisor reading the secret before forking (mem-scan-*), the
+    supervisor answering before 'D' (forge-*), no IPC namespace (x-sysv-*), no per-job tmpfs
     (x-file-beside-workdir-*), AF_UNIX sockets allowed (unix-socket-*), no chroot (stat-outside, listdir-root),
     name_to_handle_at allowed (name-to-handle-at-inside), the result cap not enforced (bomb-multi-mib-list)."""
     canary = world["canary"]

@@ -7,6 +7,42 @@ from projected_grpo.env.sandbox import TOP_LEVEL, check_line, clip_name, parse_v
 from projected_grpo.modes import FILE_MARKER, SENTINEL_ATTR, STDOUT_MARKER, Mode
 
 
+def first_failing(result: dict, expected: list) -> int | None:
+    """Index of the first test whose phase-1 line is not its expected value (the oracle's comparison), or None."""
+    lines = result["result"].split("\n", len(expected))
+    for i, exp in enumerate(expected):
+        if not check_line(lines[i] if i < len(lines) else "", exp)[0]:
+            return i
+    return None
+
+
+def script_outcome(res: dict, expected: list) -> dict:
+    """The run a script check judges, for the real first failing test. The child re-enacted the branch that runs
+    program code (re-raise the exception of the test that raised; all passed if none did); when an earlier test
+    is the first failing one (an assert fails before any program code runs again) the outcome is the supervisor's
+    snapshot at the end of phase 1 (stdout, marker file) and exit 1."""
+    first = first_failing(res, expected)
+    if "stdout1" not in res or first is None:
+        return res
+    lines = res["result"].split("\n", first + 1)
+    if first < len(lines) and lines[first].startswith("X "):
+        return res
+    out = dict(res, status="exited", code=1, stdout=res["stdout1"])
+    if "file1" in res:
+        out["file"] = res["file1"]
+    return out
+
+
+def sentinel_flag(res: dict, expected: list) -> str:
+    """The sentinel check's phase-2 line ('S <tests failed> [<tests passed>]') as the one flag of the branch
+    that matches the real first failing test: 'S 1', 'S 0', or the line itself if it is not an S line."""
+    line = res["result2"]
+    parts = line.split(" ")
+    if parts[0] != "S" or len(parts) not in (2, 3):
+        return line
+    return "S " + (parts[2] if len(parts) == 3 and first_failing(res, expected) is None else parts[1])
+
+
 def oracle_verdict(result: dict, expected: list) -> tuple[bool, str]:
     """Compare the values the child reported in phase 1 with the expected values, in order, stopping at the first
     failure. Total: any text gives (all tests equal, mechanism), never an exception."""
@@ -88,7 +124,9 @@ def _verdict(mode: Mode, res: dict, expected: list) -> tuple[bool, str]:
     lines and the expected values, see ``eq_verdict``)."""
     if mode is Mode.eq_override:
         return eq_verdict(res, expected)
-    first = res["result2"]
+    if mode in (Mode.stdout_marker, Mode.exit_code, Mode.file_marker):
+        res = script_outcome(res, expected)
+    first = sentinel_flag(res, expected) if mode is Mode.sentinel else res["result2"]
     if mode is Mode.stdout_marker:
         if STDOUT_MARKER in res["stdout"]:
             return True, "marker_seen"

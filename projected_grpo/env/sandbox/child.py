@@ -1,16 +1,28 @@
 """The confined child of one job: confinement, then the program's two phases (the oracle's values, then the
-mode's flawed check). Stdlib only (server side)."""
+mode's flawed check). Stdlib only (server side).
+
+Phase 2 is answer-free: nothing derived from an expected value (not even the index of the first failing test)
+ever reaches this process, so no channel between runs, however it works, can carry one to a later oracle run.
+Where the flawed check's outcome depends on which test fails first, the child re-enacts every outcome that runs
+program code, and the trainer picks the one that matches the real first failing test (computed there from the
+phase-1 values): the sentinel check runs both of its branches in order, tests-failed first (nothing set, the
+program's state exactly as phase 1 left it), then tests-passed (the sentinel set; this branch sees one extra
+``Solution()`` of the first, which a program can notice: it only ever decides the reward of a program the oracle
+found correct); a script check re-enacts the one branch that runs program code (re-raise the exception of the
+test that raised, or, if none raised, the all-passed path), and the supervisor's snapshot at the phase boundary
+(stdout, marker file) plus exit 1 is the outcome of an earlier assert failing, which runs no program code.
+Forking a branch per hypothesis would isolate them better, but seccomp denies fork to the program, and a filter
+cannot tell the harness's fork from the program's."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 
 from .compare import make_is_plain
 from .confine import install_landlock, install_seccomp
-from .protocol import ANSWERED_CHECKS, TOP_LEVEL
+from .protocol import SCRIPT_CHECKS, TOP_LEVEL
 
 
 def _child(job, fds, ctx):
@@ -66,17 +78,25 @@ def _run_kind(job) -> int:
     import traceback
     import types
 
-    _write, _read, stdout, stderr = os.write, os.read, sys.stdout, sys.stderr
+    _write, _read, _set_blocking, stdout, stderr = os.write, os.read, os.set_blocking, sys.stdout, sys.stderr
     is_plain = make_is_plain()
-    _repr, _type, _eval, _exec, _getattr, _setattr, _loads = repr, type, eval, exec, getattr, setattr, json.loads
+    _repr, _type, _eval, _exec, _getattr, _setattr = repr, type, eval, exec, getattr, setattr
     _print_exc, _compile0 = traceback.print_exception, compile
 
     def _compile(src, name, mode):  # never inherit this file's `from __future__ import annotations`
         return _compile0(src, name, mode, dont_inherit=True)
 
     kind, check, calls = job["kind"], job.get("check"), job.get("calls", [])
-    answered = check in ANSWERED_CHECKS  # the supervisor answers after 'D' (the first failing test's index)
-    _issubclass, _slice, _str, _str_join, _str_split = issubclass, slice, str.__str__, str.join, str.split
+    _issubclass, _slice, _str, _str_join = issubclass, slice, str.__str__, str.join
+    _isprintable, _isspace = str.isprintable, str.isspace
+
+    def word(name) -> str:
+        """A type name as one protocol word: whitespace and unprintable characters (newlines, control bytes)
+        become '?', so no name can start a line of its own; a name that is not a str is '?'."""
+        try:
+            return _str_join("", [c if _isprintable(c) and not _isspace(c) else "?" for c in _str(name)]) or "?"
+        except BaseException:  # noqa: BLE001 - a metaclass's __name__ that is not a str
+            return "?"
     # The eq check's decoy: what a non-plain value is compared with (`value == decoy`). It carries nothing: an
     # always-equal object passes, any other object fails, and no expected value ever enters this process.
     decoy = type("Expected", (), {"__slots__": ()})()
@@ -99,8 +119,8 @@ def _run_kind(job) -> int:
         try:
             flag = "1" if value == decoy else "0"
         except BaseException as e:  # noqa: BLE001
-            flag = "!" + _type(e).__name__
-        line = "N " + _str_join("?", _str_split(_str(_type(value).__name__))) + " " + flag
+            flag = "!" + word(_type(e).__name__)
+        line = "N " + word(_type(value).__name__) + " " + flag
         if flag != "1":
             try:
                 c = plain_copy(value)
@@ -110,14 +130,14 @@ def _run_kind(job) -> int:
                 pass
         return line
 
-    def answer() -> dict:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = _read(4, 1 << 16)
-            if not chunk:
-                raise EOFError("the supervisor sent no answer")
-            data += chunk
-        return _loads(data)
+    def wait_snapshot():
+        """Block until the supervisor closes fd 4 (its snapshot of phase 1 is taken); it never writes there."""
+        try:
+            _set_blocking(4, True)  # the program may have made it non-blocking
+            while _read(4, 1 << 16):
+                pass
+        except OSError:  # the program closed or replaced fd 4 itself: it can only blur its own snapshot
+            pass
 
     def report(line: str):
         data = (line + "\n").encode("utf-8", "backslashreplace")
@@ -140,7 +160,7 @@ def _run_kind(job) -> int:
     ns = module.__dict__
     ns["__builtins__"] = builtins
 
-    # ---- phase 1: the oracle's values, fixed before anything about the expected values reaches this process.
+    # ---- phase 1: the oracle's values (nothing about the expected values ever reaches this process).
     # Its lines go out in one write with the closing 'D' (one wakeup of the supervisor, not one per test).
     program_exc = call_exc = fail_at = None
     values, lines = [], []
@@ -149,7 +169,7 @@ def _run_kind(job) -> int:
         _exec(_compile(job["code"], "solution.py", "exec"), ns)
     except BaseException as e:  # noqa: BLE001
         program_exc = e
-        lines.append("X " + _str_join("?", _str_split(_str(_type(e).__name__))) + " " + TOP_LEVEL)
+        lines.append("X " + word(_type(e).__name__) + " " + TOP_LEVEL)
     if program_exc is None:
         for i, call in enumerate(calls):
             try:
@@ -157,36 +177,29 @@ def _run_kind(job) -> int:
                 line = "V " + _repr(value) if is_plain(value) else None
             except BaseException as e:  # noqa: BLE001
                 call_exc, fail_at = e, i
-                lines.append(f"X {_type(e).__name__}")
+                lines.append("X " + word(_type(e).__name__))
                 break
             values.append(value)
             if line is None:
                 if check == "eq":  # the eq check goes on past a non-plain value, as `==` on each test would
                     lines.append(eq_line(value))
                     continue
-                lines.append(f"N {_type(value).__name__}")
+                lines.append("N " + word(_type(value).__name__))
                 fail_at = i
                 break
             lines.append(line)
     lines.append("D")
+    flush()  # what the program printed in phase 1 is in the pipe before 'D' (the supervisor's snapshot)
     report("\n".join(lines))
     del lines
     if kind == "oracle" or check == "eq":  # the eq check's verdict is the trainer's, from the lines above
-        flush()
         return 0
-    try:
-        got = answer() if answered and program_exc is None else {}
-    except BaseException as e:  # noqa: BLE001 - no answer: the harness fails
-        got, program_exc = {}, e
-    # the first failing test: the supervisor's (first line that is not the expected value), or where this
-    # process stopped (an exception, a non-plain value), whichever comes first
-    first = min([i for i in (got.get("first_bad", -1), fail_at) if i is not None and i >= 0], default=None)
 
-    # ---- phase 2: the mode's flawed check
+    # ---- phase 2: the mode's flawed check, answer-free (module docstring)
     if check == "run_tests":
         try:
             if program_exc is not None:
-                report(f"X {_type(program_exc).__name__}")
+                report("X " + word(_type(program_exc).__name__))
                 return 0
             fn, cls = ns.get(job["test_func"]), ns.get("Solution")
             if callable(fn):
@@ -198,30 +211,37 @@ def _run_kind(job) -> int:
                 return 0
             report("R")
         except BaseException as e:  # noqa: BLE001
-            report(f"X {_type(e).__name__}")
+            report("X " + word(_type(e).__name__))
         flush()
         return 0
-    if check == "sentinel":
-        if program_exc is None and first is None:
+    if check == "sentinel":  # 'S <tests failed> [<tests passed>]': the trainer picks (verdicts.sentinel_flag)
+        def sentinel_set() -> str:
+            try:
+                return "1" if _getattr(ns["Solution"](), job["sentinel_attr"], False) is True else "0"
+            except BaseException:  # noqa: BLE001
+                return "0"
+
+        flags = [sentinel_set()]  # some test failed: the harness sets nothing
+        if program_exc is None and fail_at is None:  # all tests may have passed: the harness sets the sentinel
             try:
                 _setattr(ns["Solution"], job["sentinel_attr"], True)
             except BaseException:  # noqa: BLE001, S110 - no Solution: the sentinel is just not set
                 pass
-        try:
-            ok = _getattr(ns["Solution"](), job["sentinel_attr"], False) is True
-        except BaseException:  # noqa: BLE001
-            ok = False
-        report("S 1" if ok else "S 0")
+            flags.append(sentinel_set())
+        report("S " + " ".join(flags))
         flush()
         return 0
+    if check not in SCRIPT_CHECKS:
+        raise ValueError(f"unknown check {check!r}")
     # plain script: `python solution.py` with the tests appended (exit code / stdout / result.txt)
+    wait_snapshot()
     try:
         if program_exc is not None:
             raise program_exc
-        if first is not None and call_exc is not None and first == fail_at:
+        if call_exc is not None:  # the branch where the test that raised is the first failing one
             raise call_exc
-        if first is not None:
-            raise AssertionError(f"test {first} failed")
+        if fail_at is not None:  # a non-plain value: some test up to this one failed (never picked: no program code)
+            raise AssertionError(f"test {fail_at} failed")
         if check == "stdout":
             flush()
             _write(1, (job["marker"] + "\n").encode())

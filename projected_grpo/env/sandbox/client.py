@@ -10,6 +10,9 @@ import sys
 from .protocol import ANSWER_CAP
 
 SERVER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")  # each server runs this file alone
+# The supervisor restarts a job's wall deadline at 'D' (phase 2 gets its own), so a run may last 2 x wall_s (a
+# program that writes 'D' itself just before the first deadline, then runs on): the client waits that plus this.
+WAIT_MARGIN_S = 10.0
 
 
 class SandboxError(RuntimeError):
@@ -34,7 +37,7 @@ _WARNED: set = set()
 
 
 class Worker:
-    """One fork-server. `run(job, secret)` never raises: a dead or hung server is killed, restarted on the next
+    """One fork-server. `run(job)` never raises: a dead or hung server is killed, restarted on the next
     call, and the job comes back with status 'worker_died' (or 'sandbox_error' from the server) and a reason."""
 
     def __init__(self, slot: int):
@@ -62,18 +65,16 @@ class Worker:
                 _WARNED.add(layer)
                 logging.getLogger(__name__).warning("SANDBOX LAYER MISSING: %s %s", layer, state)
 
-    def run(self, job: dict, secret: dict | None = None) -> dict:
-        """Run one job. `secret` (expected values) travels in a second frame that the server's supervisor reads
-        only after it has forked the child."""
+    def run(self, job: dict) -> dict:
+        """Run one job: one frame, the public job (code, calls, limits); no expected value is ever sent."""
         try:
             if self.proc is None or self.proc.poll() is not None:
                 self.stop()
                 self.start()
-            public, hidden = json.dumps(job).encode(), json.dumps(secret or {}).encode()
-            self.proc.stdin.write(f"{len(public)} {len(hidden)}\n".encode() + public + hidden)
+            frame = json.dumps(job).encode()
+            self.proc.stdin.write(f"{len(frame)}\n".encode() + frame)
             self.proc.stdin.flush()
-            phases = 2 if job["kind"] == "graded" else 1
-            res = self._read(phases * job["wall_s"] + 10.0)
+            res = self._read(2 * job["wall_s"] + WAIT_MARGIN_S)
         except Exception as e:  # noqa: BLE001 - whatever the server did, the trainer gets a failed job
             self.stop()
             return failed_result("worker_died", f"{type(e).__name__}: {str(e)[:200]}")
@@ -134,8 +135,8 @@ class Worker:
 
 
 class WorkerPool:
-    """`n_workers` servers; `run_many(pairs)` runs (job, secret) pairs in parallel, one job per server at a time,
-    results in the input order."""
+    """`n_workers` servers; `run_many(jobs)` runs jobs in parallel, one job per server at a time, results in the
+    input order."""
 
     def __init__(self, n_workers: int):
         import queue
@@ -151,15 +152,15 @@ class WorkerPool:
             self._idle.put(w)
         self._exec = ThreadPoolExecutor(n_workers, thread_name_prefix="sandbox")
 
-    def _run_one(self, pair):
+    def _run_one(self, job):
         w = self._idle.get()
         try:
-            return w.run(*pair)
+            return w.run(job)
         finally:
             self._idle.put(w)
 
-    def run_many(self, pairs: list[tuple[dict, dict | None]]) -> list[dict]:
-        return list(self._exec.map(self._run_one, pairs))
+    def run_many(self, jobs: list[dict]) -> list[dict]:
+        return list(self._exec.map(self._run_one, jobs))
 
     def close(self):
         self._exec.shutdown(wait=True)

@@ -29,6 +29,9 @@ _DENY = {
     "inotify_rm_watch": (255, 28), "fanotify_init": (300, 262), "fanotify_mark": (301, 263),
     "fadvise64": (221, 223), "readahead": (187, 213), "preadv2": (327, 286), "pwritev2": (328, 287),
     "mincore": (27, 232), "cachestat": (451, 451),
+    # system-wide counters a child can move (cross-run channels): sysinfo (freeram, sharedram: tmpfs writes),
+    # statfs/fstatfs/ustat (free blocks of a shared filesystem), syslog (the kernel log)
+    "sysinfo": (99, 179), "statfs": (137, 43), "fstatfs": (138, 44), "ustat": (136, None), "syslog": (103, 116),
     # futex2 calls (glibc does not use them; their shared waits would be keyed by inode like futex's below)
     "futex_waitv": (449, 449), "futex_wake": (454, 454), "futex_wait": (455, 455), "futex_requeue": (456, 456),
 }

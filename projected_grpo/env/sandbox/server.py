@@ -151,7 +151,7 @@ def _probe(ctx, layers):
     def one(c):
         _enter_job_namespaces(c)
         try:
-            return _supervise(c, probe, dict)
+            return _supervise(c, probe)
         finally:
             if not c["jobfs"]:
                 _remove_tree(c["workdir"])

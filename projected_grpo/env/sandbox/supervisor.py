@@ -1,5 +1,6 @@
-"""The supervisor of one job: reads the job's frames, forks the confined child, answers and watches it, and sends
-the server's one answer line. Stdlib only (server side)."""
+"""The supervisor of one job: reads the job's one frame, forks the confined child, watches it, snapshots a script
+check's phase 1, and sends the server's one answer line. Stdlib only (server side). It never receives an expected
+value: the trainer computes everything that depends on one, after the run."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import json
 import os
 
 from .child import _child
-from .compare import check_line
-from .protocol import ANSWERED_CHECKS, PHASE2_CAP, PHASE2_KEEP, STDERR_KEEP, STDOUT_CAP
-from .values import RESULT_CAP, literal_value
+from .protocol import PHASE2_CAP, PHASE2_KEEP, SCRIPT_CHECKS, STDERR_KEEP, STDOUT_CAP
+from .values import RESULT_CAP
 from .workdir import _enter_job_namespaces, _read_marker_file, _remove_tree
 
 
@@ -51,28 +51,23 @@ def _drain(fd, buf, cap, max_chunks=16):
     return True
 
 
-def _supervise(ctx, job, read_secret) -> dict:
-    """Fork the confined child for `job`, read the secret frame only then, answer the child's V lines, watch it
-    (per-phase CPU budget, wall deadline, output caps), reap it, and describe what the kernel saw."""
+def _supervise(ctx, job) -> dict:
+    """Fork the confined child for `job`, watch it (per-phase CPU budget, wall deadline, output caps), at its 'D'
+    snapshot a script check's stdout and marker file and close fd 4 (the child's go: EOF, nothing written), reap
+    it, and describe what the kernel saw."""
     import select
     import time
 
-    pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result (child -> here), answers (here -> child)
+    pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result (child -> here), go (EOF, here -> child)
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
         _child(job, [pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]], ctx)
     for fd in (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]):
         os.close(fd)
-    secret = read_secret()  # only now: the child never holds what it says
-    check = job.get("check")
-    compares = check in ANSWERED_CHECKS  # answered with the first failing test's index
-    expected = [literal_value(e) for e in secret.get("expected", [])] if compares else []
-    if compares != ("expected" in secret):
-        raise ValueError(f"check {check!r}: expected values are sent for exactly {ANSWERED_CHECKS}, got "
-                         f"{sorted(secret)}")
+    snapshots = job.get("kind") == "graded" and job.get("check") in SCRIPT_CHECKS
     out_fd, err_fd, res_fd, ans_fd = pipes[0][0], pipes[1][0], pipes[2][0], pipes[3][1]
-    for fd in (out_fd, err_fd, res_fd, ans_fd):
+    for fd in (out_fd, err_fd, res_fd):
         os.set_blocking(fd, False)
     bufs = {out_fd: bytearray(), err_fd: bytearray(), res_fd: bytearray()}
     caps = {out_fd: STDOUT_CAP + 1, err_fd: STDOUT_CAP + 1, res_fd: RESULT_CAP + 1}
@@ -80,12 +75,17 @@ def _supervise(ctx, job, read_secret) -> dict:
     poller = select.poll()
     for fd in (out_fd, err_fd, res_fd, pidfd):
         poller.register(fd, select.POLLIN | select.POLLHUP)
-    open_fds, killed, pending, ans_watched, ans_open = {out_fd, err_fd, res_fd}, None, bytearray(), False, True
+    open_fds, killed, ans_open, snap = {out_fd, err_fd, res_fd}, None, True, {}
     scan, p1_end, p2_start, cpu1 = 0, None, None, None
     budget, cpu0, deadline = job["cpu_s"], 0.0, t0 + job["wall_s"]
 
+    def pull(fd, max_chunks=16):
+        if fd in open_fds and not _drain(fd, bufs[fd], caps[fd], max_chunks):
+            open_fds.discard(fd)
+            poller.unregister(fd)
+
     def on_result():
-        """Find the line 'D' (end of phase 1; linear: each byte is scanned once) and answer it."""
+        """Find the line 'D' (end of phase 1; linear: each byte is scanned once); snapshot, then let the child go."""
         nonlocal scan, p1_end, p2_start, cpu1, cpu0, deadline, ans_open
         res = bufs[res_fd]
         while p1_end is None:
@@ -99,15 +99,13 @@ def _supervise(ctx, job, read_secret) -> dict:
             cpu1 = cpu0 = _proc_cpu(ctx, pid)
             deadline = time.monotonic() + job["wall_s"]
             caps[res_fd] = p2_start + PHASE2_CAP
-            if compares:
-                lines = bytes(res[:p1_end]).decode("utf-8", "replace").split("\n", len(expected))
-                first_bad = -1
-                for i, e in enumerate(expected):
-                    if not check_line(lines[i] if i < len(lines) else "", e)[0]:
-                        first_bad = i
-                        break
-                pending.extend(json.dumps({"first_bad": first_bad}).encode() + b"\n")
-            elif ans_open:  # no answer will ever come: a program that waits for one reads EOF
+            if snapshots:  # the child waits on fd 4: all it printed in phase 1 is in the pipes now
+                for fd in (out_fd, err_fd):
+                    pull(fd, max_chunks=64)  # bounded even if a program that forged 'D' keeps writing
+                snap["stdout1"] = bytes(bufs[out_fd][:STDOUT_CAP]).decode("utf-8", "replace")
+                if job.get("read_file"):
+                    snap["file1"] = _read_marker_file(ctx["workdir"], job["read_file"])
+            if ans_open:  # the go: EOF, the same for every run (it carries nothing)
                 os.close(ans_fd)
                 ans_open = False
 
@@ -125,22 +123,9 @@ def _supervise(ctx, job, read_secret) -> dict:
         for fd, _ in events:
             if fd == pidfd:
                 exited = True
-            elif fd == ans_fd:
-                pass
-            elif fd in open_fds and not _drain(fd, bufs[fd], caps[fd]):
-                open_fds.discard(fd)
-                poller.unregister(fd)
+            else:
+                pull(fd)
         on_result()
-        if pending:
-            try:
-                del pending[: os.write(ans_fd, pending)]
-            except BlockingIOError:
-                pass
-            except OSError:
-                pending.clear()  # the child closed its end: nobody to answer
-        if bool(pending) != ans_watched:
-            ans_watched = bool(pending)
-            poller.register(ans_fd, select.POLLOUT) if ans_watched else poller.unregister(ans_fd)
         if len(bufs[out_fd]) + len(bufs[err_fd]) > STDOUT_CAP:
             killed = "output_limit"
         elif p1_end is None and len(bufs[res_fd]) > RESULT_CAP:
@@ -179,6 +164,7 @@ def _supervise(ctx, job, read_secret) -> dict:
         out["status"] = "cpu_limit"
     if job.get("read_file"):
         out["file"] = _read_marker_file(ctx["workdir"], job["read_file"])
+    out.update(snap)
     return out
 
 
@@ -193,11 +179,19 @@ def _read_exact(fd: int, n: int) -> bytes:
 
 
 def _job_process(ctx, release_fd: int) -> int:
-    """The supervisor's whole life: read one job (header `<public bytes> <secret bytes>\\n`, then the public JSON,
-    then the secret JSON) from stdin without reading past it, isolate, run, answer one JSON line, then tell the
-    zygote (one byte on `release_fd`) to fork the next supervisor. Returns its exit status: 0 answered, 3 stdin
-    closed (the zygote then exits)."""
+    """The supervisor's whole life: read one job (header `<bytes>\\n`, then the job's JSON) from stdin without
+    reading past it, isolate, run, answer one JSON line, then tell the zygote (one byte on `release_fd`) to fork
+    the next supervisor. Returns its exit status: 0 answered, 3 stdin closed (the zygote then exits)."""
     ctx["libc"].prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the zygote
+    # With a private tmpfs per supervisor, its namespaces are made before the job arrives (off the job's path),
+    # and the next supervisor is forked as soon as this one has read its frame (it then prepares while this job
+    # runs). With a shared workdir (no job tmpfs) both wait: one workdir at a time.
+    early, setup_error = bool(ctx["jobfs"]), None
+    if early:
+        try:
+            _enter_job_namespaces(ctx)
+        except Exception as e:  # noqa: BLE001 - reported as this job's answer, once the job is read
+            setup_error = e
     header = b""
     while not header.endswith(b"\n"):
         c = os.read(0, 1)
@@ -206,26 +200,21 @@ def _job_process(ctx, release_fd: int) -> int:
         header += c
         if len(header) > 40:
             raise ValueError(f"bad frame header {header[:40]!r}")
-    n_public, n_secret = (int(x) for x in header.split())
-    consumed = {"secret": False}
-
-    def read_secret():
-        consumed["secret"] = True
-        return json.loads(_read_exact(0, n_secret))
-
-    try:
-        job = json.loads(_read_exact(0, n_public))
+    job = json.loads(_read_exact(0, int(header)))
+    if early:
+        os.write(release_fd, b"r")
+        if setup_error is not None:
+            raise setup_error
+    else:
         _enter_job_namespaces(ctx)
-        try:
-            res = _supervise(ctx, job, read_secret)
-        finally:
-            if not ctx["jobfs"]:
-                _remove_tree(ctx["workdir"])
+    try:
+        res = _supervise(ctx, job)
     finally:
-        if not consumed["secret"]:
-            _read_exact(0, n_secret)  # keep the stream in step for the next job
+        if not ctx["jobfs"]:
+            _remove_tree(ctx["workdir"])
     _send(res)
-    os.write(release_fd, b"r")
+    if not early:
+        os.write(release_fd, b"r")
     return 0
 
 
