@@ -11,16 +11,20 @@ import pytest
 from tests.golden import ARMS, run_arm
 
 GOLDEN = Path(__file__).with_name("golden_rows.json")
+# float32 kernels reorder sums differently on another CPU (AVX2 vs AVX-512 paths): measured drift between two
+# machines is ~3e-7 relative on cin/grad_norm and ~1e-8 absolute on quantities that are ~0 (cout). A real change
+# of behaviour (a flipped sign, a dropped projection, a moved RNG draw) moves values by orders of magnitude more.
+REL_TOL, ABS_TOL = 1e-5, 1e-6
 REGENERATE = ("if the change of behaviour is ON PURPOSE, regenerate with\n"
               "  python -m tests.golden --steps 3 --arms erase_real route2_grad --write-rows tests/golden_rows.json\n"
               "and say why in the commit; otherwise the change moved the numerics (a refactor must not)")  # fmt: skip
 
 
 def differences(want, got, path="") -> list[str]:
-    """Where got differs from want: floats to 1e-9 relative (last-bit reorderings of a sum on another CPU), the rest
-    exactly (ints, bools, None, strings, keys, lengths)."""
+    """Where got differs from want: floats to REL_TOL relative or ABS_TOL absolute, the rest exactly (ints, bools,
+    None, strings, keys, lengths)."""
     if isinstance(want, float) and isinstance(got, float):
-        return [] if math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-12) else [f"{path}: {want!r} -> {got!r}"]
+        return [] if math.isclose(want, got, rel_tol=REL_TOL, abs_tol=ABS_TOL) else [f"{path}: {want!r} -> {got!r}"]
     if isinstance(want, dict) and isinstance(got, dict):
         if set(want) != set(got):
             return [f"{path}: keys {sorted(set(want) ^ set(got))} added or removed"]
@@ -36,6 +40,8 @@ def test_differences_sees_a_changed_number():
     # kills: a comparison that accepts anything
     assert differences({"a": [1.0, None]}, {"a": [1.0, None]}) == []
     assert differences({"a": [1.0]}, {"a": [-1.0]}) == ["/a[0]: 1.0 -> -1.0"]
+    assert differences({"a": [0.3409]}, {"a": [0.3409 * (1 + 3e-7)]}) == []  # another CPU's float32 rounding
+    assert differences({"a": [0.3409]}, {"a": [0.3409 * (1 + 1e-4)]})  # a real change
     assert differences({"a": 1}, {"a": 1.0}) and differences({"a": 1}, {"b": 1}) and differences([1], [1, 2])
 
 
