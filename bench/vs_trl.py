@@ -47,10 +47,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="3 timed steps, 1x8x128 and 4x8x128 with N=64")
+    p.add_argument("--project-overrides", default="", help="space-separated config overrides of the project side "
+                   "(e.g. trainer.folded_forward=false: the unfolded adapter forward)")
     return p.parse_args(argv)
 
 
-def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) -> dict:
+def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int, overrides=()) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -61,7 +63,7 @@ def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) ->
     from projected_grpo.model import build_model
 
     C.force_full_length()
-    cfg, s, tr = C.project_trainer(P, G, N, threads=threads)
+    cfg, s, tr = C.project_trainer(P, G, N, extra=overrides, threads=threads)
     tok = s.tokenizer
     probs = sorted(tr.train_problems, key=lambda p: len(tr.prompt_ids(p)))
     prob = probs[len(probs) // 2]
@@ -159,7 +161,7 @@ def main(argv=None):
     results = []
     for c in configs.split(","):
         P, G, N = (int(x) for x in c.split("x"))
-        r = run_config(P, G, N, args.steps, args.warmup, args.threads)
+        r = run_config(P, G, N, args.steps, args.warmup, args.threads, args.project_overrides.split())
         results.append(r)
         print(
             f"{r['config']:>9}  project {r['project_sec_per_step']:.3f} s/step (gen {r['project_sec_generation']:.3f}, "

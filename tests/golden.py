@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--write-rows", type=Path, help="json file: the outputs themselves (tests/golden_rows.json)")
     ap.add_argument("--compare", type=Path, help="a previous --out file; exit 1 on any differing arm")
     ap.add_argument("--cache", type=Path, help="cache dir (default: a fresh temporary one)")
+    ap.add_argument("--extra", nargs="*", default=[], help="overrides added to every arm (e.g. trainer.folded_forward=false)")
     a = ap.parse_args()
     if not (a.out or a.write_rows):
         ap.error("give --out and/or --write-rows")
@@ -84,7 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pg_golden_") as tmp:
         cache = a.cache or Path(tmp) / "cache"
         for arm in a.arms:
-            out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
+            out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache, a.extra)
             for part, x in out.items():
                 hashes[f"{arm}/{part}"] = rows_sha256(x)
                 print(f"{arm + '/' + part:34s} {hashes[f'{arm}/{part}']}", flush=True)
