@@ -108,6 +108,7 @@ class AntiPaSTOLinear(nn.Module):
     def fold(self) -> None:
         """W <- W + U diag(knob) Vh, keeping the original W for an exact restore."""
         assert not self.folded, "already folded"
+        self._wf = self._wf_knob = self._wf_ver = self._wf_cur = None  # the training W' (stale after a step): freed
         self._w_orig = self.weight.detach().clone()
         delta = self.knob_delta(self.knob())  # [d_out, d_in]
         if self.quarantine is not None:  # route2: sampling sees the quarantine too (zero under deployed())

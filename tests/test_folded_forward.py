@@ -11,6 +11,7 @@ from projected_grpo.adapter import adapter_modules, reference_model, set_fold_tr
 from projected_grpo.config import DEFAULT_TARGETS
 from projected_grpo.loss import grpo_backward
 from projected_grpo.pergrad import grouped_grads
+from projected_grpo.rollout import Rollout
 from projected_grpo.tokens import completion_logprobs, pack
 from tests.conftest import random_qwen3
 from tests.test_adapter import randomize_knobs
@@ -112,9 +113,8 @@ def test_grpo_backward_per_source_gradients_match(beta):
     # the Dr.GRPO backward end to end (one backward per prompt, teacher rows, the KL reference with knobs zeroed)
     # kills: the reference forward using the cached W' (the KL term and its gradient change when beta > 0)
     tcfg = SimpleNamespace(beta=beta, clip_eps=0.2, prompts_per_step=2)
-    rollouts = [SimpleNamespace(prompt_ids=p, completion_ids=[c, c[::-1] + [9], [60, 61], c[:1]],
-                                is_teacher=[False, False, True, True], rewards=[1.0, 0.0, 1.25, 0.25],
-                                exploited=[False] * 4) for p, c in zip(PROMPTS[:2], COMPS[:2])]  # fmt: skip
+    rollouts = [Rollout(None, p, [c, c[::-1] + [9], [60, 61], c[:1]], [""] * 4, [False, False, True, True],
+                        [1.0, 0.0, 1.25, 0.25], [False] * 4, [False] * 4) for p, c in zip(PROMPTS[:2], COMPS[:2])]  # fmt: skip
     out = {}
     for fold in (False, True):
         model = wrapped(seed=3)
