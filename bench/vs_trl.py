@@ -179,6 +179,9 @@ def main(argv=None):
     results = []
     for c in configs.split(","):
         real = c.endswith("r")
+        if real and not Path(args.real_source).exists():
+            print(f"  [skip] {c}: --real-source {args.real_source} absent (the shared developer data is not mounted)")
+            continue
         P, G, N = (int(x) for x in c.rstrip("r").split("x"))
         ov = args.project_overrides.split() + ([f"env.source={args.real_source}"] if real else [])
         r = run_config(P, G, N, args.steps, args.warmup, args.threads, ov)
