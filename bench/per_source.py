@@ -48,7 +48,7 @@ def main(argv=None):
     rollouts = tr.rollouts({})
     for r in rollouts:
         r.is_teacher = [i >= len(r.is_teacher) // 2 for i in range(len(r.is_teacher))]
-        r.rewards = C.const_rewards(len(r.rewards))
+        r.ready().rewards = C.const_rewards(len(r.rewards))
     real = loss.grouped_grads
 
     def split():

@@ -40,7 +40,7 @@ def main(argv=None):
     cfg0, s, tr0 = C.project_trainer(args.prompts, args.group, args.max_new, ARMS["none"], threads=args.threads)
     rollouts = tr0.rollouts({})
     for r in rollouts:
-        r.rewards = C.const_rewards(len(r.rewards))
+        r.ready().rewards = C.const_rewards(len(r.rewards))
     trainers = {"none": tr0}
     for arm, ov in ARMS.items():
         if arm != "none":

@@ -24,6 +24,12 @@ What one step is:
 Alternation: a TRL callback runs one project step right after each TRL step ends, so A/B steps interleave
 in one process; the first --warmup pairs are discarded, medians over the rest.
 
+Configs: PxGxN on the embedded problems (the prompt of median length), PxGxNr on the real LeetCode sample
+(--real-source, the rl-rewardhacking schema: the median-length rendered train prompt, hundreds of tokens).
+Step split, medians per side: generation, grading (project: the grading the step waited for; both sides use the
+stub reward), backward (project: Dr.GRPO backward(s) + AdamW; TRL: the step minus generation and reward, i.e. its
+log-prob forward, backward, clip and AdamW), projection (project only).
+
 Last stdout line: JSON {ratio (worst config: project s/step / TRL s/step), configs: [...raw medians...]}.
 """
 
@@ -42,15 +48,19 @@ import _common as C
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default="1x8x128,4x8x128", help="comma list of PxGxN")
+    p.add_argument("--configs", default="1x8x128,4x8x128,1x8x128r", help="comma list of PxGxN (suffix r: real problems)")
+    p.add_argument("--real-source", default=str(C.REPO.parent / "shared" / "data" / "leetcode_medhard_sample.jsonl"),
+                   help="env.source of the r configs")
     p.add_argument("--steps", type=int, default=5, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="3 timed steps, 1x8x128 and 4x8x128 with N=64")
+    p.add_argument("--project-overrides", default="", help="space-separated config overrides of the project side "
+                   "(e.g. trainer.folded_forward=false: the unfolded adapter forward)")
     return p.parse_args(argv)
 
 
-def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) -> dict:
+def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int, overrides=()) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -61,7 +71,7 @@ def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) ->
     from projected_grpo.model import build_model
 
     C.force_full_length()
-    cfg, s, tr = C.project_trainer(P, G, N, threads=threads)
+    cfg, s, tr = C.project_trainer(P, G, N, extra=overrides, threads=threads)
     tok = s.tokenizer
     probs = sorted(tr.train_problems, key=lambda p: len(tr.prompt_ids(p)))
     prob = probs[len(probs) // 2]
@@ -88,9 +98,13 @@ def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) ->
     )  # fmt: skip
 
     def reward(completions, **kw):
-        return C.const_rewards(len(completions))
+        t = C.clock()
+        out = C.const_rewards(len(completions))
+        rec["trl_reward"].append(C.clock() - t)
+        return out
 
-    rec = {"trl": [], "trl_gen": [], "proj": [], "proj_gen": [], "proj_bwd": [], "trl_prompt_len": None, "trl_lens": []}
+    rec = {"trl": [], "trl_gen": [], "trl_reward": [], "proj": [], "proj_gen": [], "proj_grading": [], "proj_bwd": [],
+           "proj_proj": [], "trl_prompt_len": None, "trl_lens": []}  # fmt: skip
 
     class Alternate(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
@@ -103,6 +117,8 @@ def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) ->
             rec["proj"].append(C.clock() - t)
             rec["proj_gen"].append(row["sec_generation"])
             rec["proj_bwd"].append(row["sec_backward"])
+            rec["proj_grading"].append(row["sec_grading"])
+            rec["proj_proj"].append(row["sec_projection"])
 
     trainer = GRPOTrainer(
         model=trl_model, reward_funcs=[reward], args=gargs,
@@ -130,12 +146,16 @@ def run_config(P: int, G: int, N: int, steps: int, warmup: int, threads: int) ->
     assert set(rec["trl_lens"]) == {N}, f"TRL completions not all {N} tokens: {sorted(set(rec['trl_lens']))}"
     sl = slice(warmup, None)
     res = {
-        "config": f"{P}x{G}x{N}",
+        "config": f"{P}x{G}x{N}" + ("r" if overrides and any(o.startswith("env.source=") for o in overrides) else ""),
         "project_sec_per_step": C.median(rec["proj"][sl]),
         "trl_sec_per_step": C.median(rec["trl"][sl]),
         "project_sec_generation": C.median(rec["proj_gen"][sl]),
         "trl_sec_generation": C.median(rec["trl_gen"][sl]),
         "project_sec_backward": C.median(rec["proj_bwd"][sl]),
+        "project_sec_grading": C.median(rec["proj_grading"][sl]),
+        "project_sec_projection": C.median(rec["proj_proj"][sl]),
+        "trl_sec_grading": C.median(rec["trl_reward"][sl]),
+        "trl_sec_backward": C.median([t - g - r for t, g, r in zip(rec["trl"], rec["trl_gen"], rec["trl_reward"])][sl]),
         "prompt_tokens": len(prompt_ids),
         "steps": len(rec["proj"][sl]),
         "threads": threads,
@@ -158,13 +178,20 @@ def main(argv=None):
         args.steps, configs = 3, "1x8x64,4x8x64"
     results = []
     for c in configs.split(","):
-        P, G, N = (int(x) for x in c.split("x"))
-        r = run_config(P, G, N, args.steps, args.warmup, args.threads)
+        real = c.endswith("r")
+        if real and not Path(args.real_source).exists():
+            print(f"  [skip] {c}: --real-source {args.real_source} absent (the shared developer data is not mounted)")
+            continue
+        P, G, N = (int(x) for x in c.rstrip("r").split("x"))
+        ov = args.project_overrides.split() + ([f"env.source={args.real_source}"] if real else [])
+        r = run_config(P, G, N, args.steps, args.warmup, args.threads, ov)
         results.append(r)
         print(
-            f"{r['config']:>9}  project {r['project_sec_per_step']:.3f} s/step (gen {r['project_sec_generation']:.3f}, "
-            f"bwd {r['project_sec_backward']:.3f})  TRL {r['trl_sec_per_step']:.3f} s/step (gen {r['trl_sec_generation']:.3f})"
-            f"  ratio {r['ratio']:.3f}  gen ratio {r['ratio_generation']:.3f}  [{r['steps']} steps, prompt {r['prompt_tokens']} tok]",
+            f"{r['config']:>10}  project {r['project_sec_per_step']:.3f} s/step (gen {r['project_sec_generation']:.3f}, "
+            f"grade {r['project_sec_grading']:.3f}, bwd {r['project_sec_backward']:.3f}, proj {r['project_sec_projection']:.4f})"
+            f"  TRL {r['trl_sec_per_step']:.3f} s/step (gen {r['trl_sec_generation']:.3f}, grade {r['trl_sec_grading']:.4f}, "
+            f"bwd {r['trl_sec_backward']:.3f})  ratio {r['ratio']:.3f}  gen ratio {r['ratio_generation']:.3f}  "
+            f"[{r['steps']} steps, prompt {r['prompt_tokens']} tok]",
             flush=True,
         )  # fmt: skip
     print(json.dumps({"ratio": max(r["ratio"] for r in results), "target": 0.5, "configs": results}))

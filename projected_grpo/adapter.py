@@ -2,8 +2,12 @@
 
 Only `delta_s` (the main knob) and `delta_s_hack` (the quarantine) train; both start at zero, so the
 wrapped model is bit-identical to the base model, and "knobs zeroed" is a free reference model.
-W is never reconstructed on the forward path; for sampling without gradients the knobs can be
-folded into W (from a kept copy, restored bit-exactly afterwards).
+Two training forwards, the same function and knob gradient (to float rounding):
+  * unfolded: W x + U ((Vh x) * knob), autograd through all three matmuls;
+  * folded (`fold_train`, the default via trainer.folded_forward): W' x with W' = W + U diag(knob) Vh (refolded
+    only when the knob changed, W itself at knob = 0), and _FoldedKnob's backward computes the knob gradient
+    Σ_t (Vh x_t) ⊙ (Uᵀ ∂L/∂y_t) and ∂L/∂x = ∂L/∂y W': 4 matmuls per token instead of 6.
+For sampling without gradients the knobs can be folded into W itself (from a kept copy, restored bit-exactly).
 """
 
 from __future__ import annotations
@@ -40,8 +44,15 @@ class AntiPaSTOLinear(nn.Module):
         self.delta_s = nn.Parameter(torch.zeros(r, device=dev, dtype=torch.float32))  # main knob
         self.delta_s_hack = nn.Parameter(torch.zeros(r, device=dev, dtype=torch.float32))  # quarantine
         self.folded = False
-        # Optional per-example hook: called with (module, h [.., r], z [.., r]) on every forward.
+        # Optional per-example hooks (pergrad.py): unfolded path, called with (module, h [.., r], z [.., r]) on every
+        # forward; folded path, called with (module, per_ex [B, r] = Σ_t h ⊙ ∂L/∂z) in the backward.
         self.capture: Callable | None = None
+        self.on_knob_grad: Callable | None = None
+        self.fold_train = False  # the folded training forward (set_fold_train); route2's quarantine keeps unfolded
+        self._wf: torch.Tensor | None = None  # the cached W' [d_out, d_in] of the folded training forward
+        self._wf_knob: torch.Tensor | None = None  # the knob W' was folded with [r]
+        self._wf_ver: tuple | None = None  # (delta_s, delta_s_hack) in-place versions when W' was last checked
+        self._wf_cur: torch.Tensor | None = None  # the weight the folded forward uses now: W', or None = W (knob = 0)
         # projection=route2 only: a route2.Quarantine (B_q A_q x, distinct basis) added to the output
         self.quarantine: nn.Module | None = None
 
@@ -52,10 +63,37 @@ class AntiPaSTOLinear(nn.Module):
     def knob(self) -> torch.Tensor:
         return self.delta_s + self.delta_s_hack  # [r]
 
+    def knob_delta(self, knob: torch.Tensor) -> torch.Tensor:
+        """U diag(knob) Vh in float32 [d_out, d_in] (the same formula for sampling and the folded forward)."""
+        return (self.U.float() * knob.float()) @ self.Vh.float()
+
+    def train_weight(self) -> torch.Tensor:
+        """W' = W + U diag(knob) Vh for the folded training forward; W itself (exactly) when the knob is 0 (step 0,
+        the reference model). Refolded only when the knob's value changed (in-place versions, then values); a
+        knob zeroed and restored (reference_model) finds its W' again."""
+        ver = (self.delta_s._version, self.delta_s_hack._version)
+        if ver != self._wf_ver:
+            k = self.knob().detach()  # [r]
+            if not bool(k.any()):
+                self._wf_cur = None  # W itself (a Parameter: never stored as a plain attribute)
+            else:
+                if self._wf_knob is None or not torch.equal(k, self._wf_knob):
+                    self._wf = (self.weight.float() + self.knob_delta(k)).to(self.weight.dtype)  # [d_out, d_in]
+                    self._wf_knob = k.clone()
+                self._wf_cur = self._wf
+            self._wf_ver = ver
+        return self.weight if self._wf_cur is None else self._wf_cur
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
         if self.folded:
-            return y
+            return F.linear(x, self.weight, self.bias)
+        if self.fold_train and self.quarantine is None:
+            w = self.train_weight()  # [d_out, d_in]
+            knob = self.knob()  # [r]
+            if torch.is_grad_enabled() and knob.requires_grad:
+                return _FoldedKnob.apply(x, knob, w, self)
+            return F.linear(x, w, self.bias)
+        y = F.linear(x, self.weight, self.bias)
         h = F.linear(x, self.Vh)  # [..., r]
         z = h * self.knob().to(h.dtype)  # [..., r]
         if self.quarantine is not None:  # route2: the act mask may detach z on flagged tokens
@@ -70,8 +108,9 @@ class AntiPaSTOLinear(nn.Module):
     def fold(self) -> None:
         """W <- W + U diag(knob) Vh, keeping the original W for an exact restore."""
         assert not self.folded, "already folded"
+        self._wf = self._wf_knob = self._wf_ver = self._wf_cur = None  # the training W' (stale after a step): freed
         self._w_orig = self.weight.detach().clone()
-        delta = (self.U.float() * self.knob().float()) @ self.Vh.float()  # [d_out, d_in]
+        delta = self.knob_delta(self.knob())  # [d_out, d_in]
         if self.quarantine is not None:  # route2: sampling sees the quarantine too (zero under deployed())
             delta = delta + self.quarantine.weight_delta()
         self.weight.copy_((self._w_orig.float() + delta).to(self.weight.dtype))
@@ -86,6 +125,28 @@ class AntiPaSTOLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}"
+
+
+class _FoldedKnob(torch.autograd.Function):
+    """y = W' x + b (W' folded, no gradient); backward: ∂L/∂x = ∂L/∂y W' and the knob gradient
+    Σ_t h_t ⊙ dz_t with h = Vh x, dz = Uᵀ ∂L/∂y (float32), per example handed to module.on_knob_grad."""
+
+    @staticmethod
+    def forward(ctx, x, knob, w, module):  # x [..., d_in], knob [r], w [d_out, d_in]
+        ctx.module, ctx.w = module, w
+        ctx.save_for_backward(F.linear(x, module.Vh))  # h [..., r], as the unfolded path keeps it
+        return F.linear(x, w, module.bias)
+
+    @staticmethod
+    def backward(ctx, dy):  # dy [..., d_out]
+        (h,) = ctx.saved_tensors
+        m = ctx.module
+        dz = dy.matmul(m.U)  # [..., r] = Uᵀ ∂L/∂y
+        per_ex = (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1)  # [B, r]
+        if m.on_knob_grad is not None:
+            m.on_knob_grad(m, per_ex)
+        dx = dy.matmul(ctx.w) if ctx.needs_input_grad[0] else None  # [..., d_in]
+        return dx, per_ex.sum(0), None, None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,6 +253,14 @@ def deployed(model: nn.Module) -> Iterator[None]:
     _, hack = knob_parameters(model)
     with _zeroed(hack + quarantine_parameters(model)):
         yield
+
+
+def set_fold_train(model: nn.Module, on: bool) -> None:
+    """Choose the training forward of every adapter: folded W' x with hook-computed knob gradients (on) or the
+    unfolded W x + U(knob ⊙ Vh x) (off). Modules with a route2 quarantine always run unfolded."""
+    for m in adapter_modules(model).values():
+        m.fold_train = on
+        m._wf = m._wf_knob = m._wf_ver = m._wf_cur = None
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 One optimizer step (Trainer.train_step), each part in the module named for it:
   1. rollout.collect: P prompts; each group = G_s live student samples graded by the flawed grader + G_t cached
      teacher samples. The oracle's verdict (gt_correct, exploited) is logged only, never read by the loss.
+     Grading runs in the background; step 2 waits for each group's grades when it reaches that group.
   2. loss.grpo_backward: Dr.GRPO loss, one backward per prompt, δS gradients split per source (student/teacher)
      from the same backward, so cin_s and cin_t are measured every step.
   3. optim_step.optimizer_step: projection (projection.knob_step) in grad space or on AdamW's update, clip, step.
@@ -138,7 +139,9 @@ class Trainer:
             bs.append(self.backward(rollouts, bs[0]["old_logps"] if bs else None))  # Dr.GRPO, per-source δS grads
             projs.append(self.optimizer_step(bs[-1]))  # projection + clip + AdamW
         b, proj = update_means(self.v, bs, projs)
-        timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"]  # backward(s) + AdamW steps
+        wait = sum(r.ready().wait_s for r in rollouts)  # grading the backward waited for (overlap: rollout.py)
+        timing["sec_grading"] = timing.get("sec_grading", 0.0) + wait
+        timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"] - wait  # backward(s) + AdamW steps
         self.sched.step()
         self.step += 1
         if self.cfg.vhack.refresh_every and self.step % self.cfg.vhack.refresh_every == 0:
@@ -155,8 +158,9 @@ class Trainer:
         return rollout.generate(self.model, self.tok, prompts, n, self.t, generator)
 
     def rollouts(self, timing: dict) -> list[Rollout]:
+        """The step's rollouts; student grading runs in the background (Rollout.ready() waits for a group)."""
         return rollout.collect(self.model, self.tok, self.t, self.train_problems, self.n_student, self.n_teacher,
-                               self.pool, self.grader, self.rng, self.gen, timing)  # fmt: skip
+                               self.pool, self.grader, self.rng, self.gen, timing, overlap=True)  # fmt: skip
 
     def backward(self, rollouts: list[Rollout], old_logps: list | None = None) -> dict:
         return grpo_backward(self.model, self.modules, self.opt, rollouts, self.t, self.denom, self.tok.pad_token_id,

@@ -1,5 +1,6 @@
 """The Dr.GRPO backward of one batch: one backward per prompt, δS gradients split per source (student/teacher)
-from the same backward (pergrad.grouped_grads), the PPO old log-probs, and route2's per-rollout hooks."""
+from the same backward (pergrad.grouped_grads), the PPO old log-probs, and route2's per-rollout hooks. Each group's
+advantages are computed when its backward starts (Rollout.ready(): grading of later groups overlaps this backward)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
     mask) and the old log-probs: old_logps=None (the first update of a batch, knobs as sampled) takes this
     pass's log-probs as the sampling policy's; later updates pass them back. tcfg: cfg.trainer."""
     device = next(model.parameters()).device
-    rewards = torch.tensor([r.rewards for r in rollouts])  # [P, G]
-    A, zero_var = advantages(rewards)
     first = old_logps is None
     olds: list[torch.Tensor | None] = []
     teacher_in_loss = False
+    zero_var: list[bool] = []
     loss_total = kl_total = 0.0
     opt.zero_grad(set_to_none=True)
     n_tokens = 0
@@ -34,6 +34,8 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
     masking = r2.masking() if r2 is not None else nullcontext()  # route2 mask=act: the token mask
     with grouped_grads(model, groups=torch.tensor([0, 1])) as store, masking:
         for i, r in enumerate(rollouts):
+            A_i, zv = advantages(torch.tensor([r.ready().rewards]))  # [1, G]: waits for this group's grades only
+            zero_var.append(bool(zv[0]))
             if zero_var[i]:
                 olds.append(None)
                 continue  # contributes nothing (A = 0, and beta*KL alone is not worth a backward)
@@ -51,7 +53,7 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
             logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
             old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
             olds.append(old)
-            loss_g, kl_g = token_loss_sum(logp, old, A[i].to(logp), mask, tcfg.clip_eps, tcfg.beta, ref)
+            loss_g, kl_g = token_loss_sum(logp, old, A_i[0].to(logp), mask, tcfg.clip_eps, tcfg.beta, ref)
             loss = loss_g.sum() / denom
             if r2 is not None:  # act flag counts (oracle labels: logging only) and the quarantine's L1
                 r2.record(cmask, r.is_teacher, r.exploited)
@@ -71,7 +73,7 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
     return {
         "loss": loss_total,
         "kl": kl_total / max(1, n_tokens),
-        "frac_zero_var": float(zero_var.float().mean()),
+        "frac_zero_var": float(torch.tensor(zero_var, dtype=torch.float32).mean()),
         "g_s": g_s,  # name -> [r], the student samples' δS gradient (before a route2 act mask)
         "g_t": g_t,  # name -> [r], the teacher samples'
         "teacher_in_loss": teacher_in_loss,  # False: cin_t is undefined (null)

@@ -3,7 +3,8 @@
 For a wrapped Linear, z = (Vh x) * knob and the loss gradient of one example w.r.t. δS is
     dL_b/dδS = Σ_t h_bt ⊙ (Uᵀ ∂L/∂y_bt) = Σ_t h_bt ⊙ ∂L/∂z_bt        h = Vh x  [B, T, r]
 A forward hook keeps h (autograd keeps it anyway) and a tensor hook on z reduces h ⊙ ∂L/∂z over tokens
-and over the examples of each group as the backward pass reaches it. Examples never interact in a
+and over the examples of each group as the backward pass reaches it. On the folded training forward
+(adapter._FoldedKnob) the backward itself computes the per-example sums and hands them to `on_knob_grad`. Examples never interact in a
 causal LM forward with a padding mask, so the result is exact (== a loop of per-example backwards).
 The gradient w.r.t. delta_s_hack is the same tensor (the forward uses delta_s + delta_s_hack).
 """
@@ -27,20 +28,33 @@ class GradStore:
         """Group ids [B] of the NEXT forward's batch rows (e.g. 0 = student, 1 = teacher)."""
         self.onehot = torch.nn.functional.one_hot(groups.long(), n_groups).float()
 
+    def add(self, name: str, per_ex: torch.Tensor) -> None:
+        """per_ex [B, r]: one backward's per-example δS gradients, summed into the groups of the current rows."""
+        g = self.onehot.to(per_ex).T @ per_ex  # [n_groups, r]
+        self.grads[name] = self.grads[name] + g if name in self.grads else g
+
     def hook(self, name: str):
+        """The unfolded path's forward hook: a tensor hook on z reduces h ⊙ ∂L/∂z when the backward reaches it."""
+
         def capture(module: AntiPaSTOLinear, h: torch.Tensor, z: torch.Tensor) -> None:
             if not z.requires_grad:
                 return
 
             def on_grad(dz: torch.Tensor) -> None:
-                # h, dz: [B, T, r] (or [B, r]); sum over tokens, then over the examples of each group
-                per_ex = (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1)  # [B, r]
-                g = self.onehot.to(per_ex).T @ per_ex  # [n_groups, r]
-                self.grads[name] = self.grads[name] + g if name in self.grads else g
+                # h, dz: [B, T, r] (or [B, r]); sum over tokens
+                self.add(name, (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1))  # [B, r]
 
             z.register_hook(on_grad)
 
         return capture
+
+    def folded_hook(self, name: str):
+        """The folded path's backward callback: per_ex [B, r] computed by adapter._FoldedKnob."""
+
+        def on_knob_grad(module: AntiPaSTOLinear, per_ex: torch.Tensor) -> None:
+            self.add(name, per_ex)
+
+        return on_knob_grad
 
 
 @contextmanager
@@ -57,8 +71,8 @@ def grouped_grads(model: torch.nn.Module, groups: torch.Tensor | None = None, ba
     mods = adapter_modules(model)
     try:
         for name, m in mods.items():
-            m.capture = store.hook(name)
+            m.capture, m.on_knob_grad = store.hook(name), store.folded_hook(name)
         yield store
     finally:
         for m in mods.values():
-            m.capture = None
+            m.capture = m.on_knob_grad = None

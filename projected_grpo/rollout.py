@@ -1,9 +1,15 @@
 """Rollouts of one train step: P prompts, G_s live student samples each (knobs folded into W) graded by the flawed
-grader, then G_t cached teacher samples from the pool. The oracle's verdicts ride along for logging only."""
+grader, then G_t cached teacher samples from the pool. The oracle's verdicts ride along for logging only.
+
+With overlap=True (the Trainer's step) grading is off the critical path: each prompt's group is graded in a background
+thread (one grade_batch per group, in order, the sandbox servers doing the work), and `Rollout.ready()` waits for a
+group's grades only when its backward needs them, so later groups are graded while earlier groups' backwards run.
+Same grades, same order of everything seeded (grading draws no random numbers)."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +30,21 @@ class Rollout:
     rewards: list[float]
     exploited: list[bool]  # logged only
     gt_correct: list[bool]  # logged only
+    pending: Future | None = None  # the student grades still being computed (collect(overlap=True)); see ready()
+    wait_s: float = 0.0  # seconds ready() waited for them
+
+    def ready(self) -> Rollout:
+        """Fill the student rewards and verdicts from the background grading (waits once; idempotent)."""
+        if self.pending is not None:
+            t0 = time.perf_counter()
+            graded = self.pending.result()  # a grading bug raises here, in the trainer
+            self.wait_s += time.perf_counter() - t0
+            self.pending = None
+            n = len(graded)  # the first n samples are the students (teachers were appended after them)
+            self.rewards[:n] = [g.reward for g in graded]
+            self.exploited[:n] = [g.exploited for g in graded]
+            self.gt_correct[:n] = [g.gt_correct for g in graded]
+        return self
 
 
 def prompt_ids(tok, problem, mode=None) -> list[int]:
@@ -51,9 +72,10 @@ def decode(tok, ids: list[int]) -> str:
 
 
 def collect(model, tok, tcfg, train_problems, n_student: int, n_teacher: int, pool, grader, rng, gen,
-            timing: dict) -> list[Rollout]:  # fmt: skip
+            timing: dict, overlap: bool = False) -> list[Rollout]:  # fmt: skip
     """One batch: prompts drawn with rng, students sampled with gen and graded, teacher samples drawn with rng
-    (the draw order is part of the seeded behaviour). timing gets sec_generation and sec_grading."""
+    (the draw order is part of the seeded behaviour). timing gets sec_generation and sec_grading (the grading time
+    spent here; with overlap=True grading runs in the background, each Rollout.ready() waits for its group)."""
     problems = [rng.choice(train_problems) for _ in range(tcfg.prompts_per_step)]
     prompts = [prompt_ids(tok, p) for p in problems]
     t0 = time.perf_counter()
@@ -61,15 +83,21 @@ def collect(model, tok, tcfg, train_problems, n_student: int, n_teacher: int, po
     timing["sec_generation"] = time.perf_counter() - t0
     texts = [decode(tok, c) for c in student]
     t0 = time.perf_counter()
-    items = [(txt, p, p.mode) for i, p in enumerate(problems) for txt in texts[i * n_student : (i + 1) * n_student]]
-    graded = grader.grade_batch(items)
+    groups = [[(txt, p, p.mode) for txt in texts[i * n_student : (i + 1) * n_student]] for i, p in enumerate(problems)]
+    if overlap:  # one background thread grades the groups in order; the trainer waits in Rollout.ready()
+        ex = ThreadPoolExecutor(1, thread_name_prefix="grading")
+        pending = [ex.submit(grader.grade_batch, items) for items in groups]
+        ex.shutdown(wait=False)
+    else:
+        graded = grader.grade_batch([it for items in groups for it in items])
+        pending = [_done(graded[i * n_student : (i + 1) * n_student]) for i in range(len(problems))]
     timing["sec_grading"] = time.perf_counter() - t0
     out = []
     for i, (p, prompt) in enumerate(zip(problems, prompts)):
         sl = slice(i * n_student, (i + 1) * n_student)
-        r = Rollout(p, prompt, list(student[sl]), list(texts[sl]), [False] * n_student,
-                    [g.reward for g in graded[sl]], [g.exploited for g in graded[sl]],
-                    [g.gt_correct for g in graded[sl]])  # fmt: skip
+        nan = [float("nan")] * n_student  # placeholders until ready()
+        r = Rollout(p, prompt, list(student[sl]), list(texts[sl]), [False] * n_student, list(nan), [None] * n_student,
+                    [None] * n_student, pending[i])  # fmt: skip
         for ts in pool.sample(p.id, n_teacher, rng) if n_teacher else []:
             r.completion_ids.append(encode_completion(tok, ts.completion, tcfg.max_new_tokens))
             r.texts.append(ts.completion)
@@ -77,5 +105,11 @@ def collect(model, tok, tcfg, train_problems, n_student: int, n_teacher: int, po
             r.rewards.append(ts.reward)
             r.exploited.append(ts.exploited)
             r.gt_correct.append(ts.gt_correct)
-        out.append(r)
+        out.append(r if overlap else r.ready())
     return out
+
+
+def _done(result) -> Future:
+    f: Future = Future()
+    f.set_result(result)
+    return f

@@ -8,7 +8,8 @@ Two decode paths, same tokens:
   * lean (Qwen3-style decoders: full attention, RMSNorm, q/k-norm, RoPE, SwiGLU): the decoder is run
     directly from its weights with a static preallocated KV cache, one boolean mask and one RoPE table
     computed once per call, F.rms_norm and SDPA with GQA; no HF mask building, cache objects or module
-    dispatch per token. Linear layers are called through their weights when they are plain or folded
+    dispatch per token; each distinct prompt is prefilled once and its KV cache copied to the rows that repeat
+    it (the G samples of a prompt). Linear layers are called through their weights when they are plain or folded
     (`AntiPaSTOLinear.folded`), through the module otherwise (so an unfolded adapter still counts).
   * generic (any causal LM): the model's own forward with a DynamicCache, used when the lean path does
     not recognise the architecture or a module carries forward hooks.
@@ -31,8 +32,10 @@ def sample(
     pad_id: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    share_prompts: bool = True,
 ) -> list[list[int]]:
-    """prompts: token id lists -> completions (token ids, ending in eos if it was produced)."""
+    """prompts: token id lists -> completions (token ids, ending in eos if it was produced). share_prompts: the lean
+    path prefills each distinct prompt once (repeated prompts share its KV cache); False prefills every row."""
     device = next(model.parameters()).device
     B, L = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, L), pad_id, dtype=torch.long)
@@ -42,8 +45,10 @@ def sample(
         attn[b, L - len(p) :] = 1
     ids, attn = ids.to(device), attn.to(device)
     lean = _LeanQwen3.build(model)
-    decode = lean.decode if lean is not None else _decode_hf
-    out = decode(model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, generator)
+    if lean is not None:
+        out = lean.decode(model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, generator, share_prompts)
+    else:
+        out = _decode_hf(model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, generator)
     return [_strip(row, eos_id) for row in out.tolist()]
 
 
@@ -69,6 +74,16 @@ def _decode_hf(model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, ge
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
         pos = pos[:, -1:] + 1
     return out
+
+
+def _distinct_rows(ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids, attn [B, L] -> (u [U]: the first row of each distinct prompt, src [B]: row b's index into u)."""
+    first: dict[tuple, int] = {}
+    src = [first.setdefault((tuple(i), tuple(a)), len(first)) for i, a in zip(ids.tolist(), attn.tolist())]
+    u = [0] * len(first)
+    for b, j in reversed(list(enumerate(src))):
+        u[j] = b
+    return torch.tensor(u, device=ids.device), torch.tensor(src, device=ids.device)
 
 
 def _strip(row: list[int], eos_id: int) -> list[int]:
@@ -195,7 +210,8 @@ class _LeanQwen3:
             x = x + d_p(act(gu[..., : gu.shape[-1] // 2]) * gu[..., gu.shape[-1] // 2 :])
         return x
 
-    def decode(self, model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, generator) -> torch.Tensor:
+    def decode(self, model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, generator,
+               share_prompts: bool = True) -> torch.Tensor:  # fmt: skip
         B, L = ids.shape
         S, dev, dt = L + max_new_tokens, ids.device, self.embed.dtype
         K = [torch.zeros(B, self.nkv, S, self.hd, device=dev, dtype=dt) for _ in self.layers]
@@ -209,7 +225,16 @@ class _LeanQwen3:
         # prefill: causal + key padding; a padding query attends to itself (finite, never read)
         causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()
         mask = (causal & valid[:, None, :L]) | torch.eye(L, dtype=torch.bool, device=dev)
-        x = self.forward(F.embedding(ids, self.embed), cos[:, :, :L], sin[:, :, :L], mask[:, None], K, V, 0)
+        # shared prompt prefixes: each distinct prompt row is prefilled once, its K/V and last hidden copied to the
+        # rows that repeat it (the G samples of a prompt)
+        u, src = _distinct_rows(ids, attn) if share_prompts else (torch.arange(B, device=dev), None)
+        Ku = [k[u, :, :L] for k in K] if src is not None else K  # [U, nkv, L, hd] (copies) or the cache itself
+        Vu = [v[u, :, :L] for v in V] if src is not None else V
+        x = self.forward(F.embedding(ids[u], self.embed), cos[u, :, :L], sin[u, :, :L], mask[u, None], Ku, Vu, 0)
+        if src is not None:
+            for i in range(len(K)):
+                K[i][:, :, :L], V[i][:, :, :L] = Ku[i][src], Vu[i][src]
+            x = x[src]  # [B, L, H]
         out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         for t in range(max_new_tokens):

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from projected_grpo import vhack as vhack_mod
-from projected_grpo.adapter import adapter_modules, wrap_model
+from projected_grpo.adapter import adapter_modules, set_fold_train, wrap_model
 from projected_grpo.atomic import write_json, write_text
 from projected_grpo.env.problems import load_problem_set
 from projected_grpo.env.prompts import render_prompt
@@ -50,6 +50,7 @@ def build_setup(cfg: DictConfig, out_dir: Path, with_v_hack: bool = True) -> Set
     data = load_problem_set(cfg.env, list(cfg.reward_mode.modes), cache_dir)  # first: a bad source fails fast
     model, tok = load_model(cfg.model, cache_dir)
     wrapped = wrap_model(model, list(cfg.model.target_suffixes), cache_dir)
+    set_fold_train(model, cfg.trainer.folded_forward)
     s = Setup(model, tok, out_dir, cache_dir, wrapped, data.problems, data=data)
     if with_v_hack:
         s.v_hack = vhack_mod.get_v_hack(cfg, model, tok, data.problems, cache_dir)

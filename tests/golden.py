@@ -69,6 +69,21 @@ def run_arm(run_dir: Path, steps: int, overrides: list[str], cache: Path, extra:
     return run_outputs(run_dir)
 
 
+def max_rel_diff(a, b, path="") -> tuple[float, list[str]]:
+    """(largest |a - b| / max(|a|, |b|, 1e-6) over the floats, paths of the non-float values that differ)."""
+    if isinstance(a, float) and isinstance(b, float):
+        if a == b or (a != a and b != b):
+            return 0.0, []
+        return abs(a - b) / max(abs(a), abs(b), 1e-6), []
+    if isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b):
+        parts = [max_rel_diff(a[k], b[k], f"{path}/{k}") for k in sorted(a)]
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        parts = [max_rel_diff(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b))]
+    else:
+        return 0.0, [] if a == b and type(a) is type(b) else [path]
+    return max([0.0] + [m for m, _ in parts]), [p for _, ps in parts for p in ps]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
@@ -77,14 +92,25 @@ def main() -> None:
     ap.add_argument("--write-rows", type=Path, help="json file: the outputs themselves (tests/golden_rows.json)")
     ap.add_argument("--compare", type=Path, help="a previous --out file; exit 1 on any differing arm")
     ap.add_argument("--cache", type=Path, help="cache dir (default: a fresh temporary one)")
+    ap.add_argument("--tolerance", nargs=2, type=Path, metavar=("ROWS_A", "ROWS_B"),
+                    help="two --write-rows files: per arm and part, the largest relative float difference and the "
+                         "non-float values that differ; nothing is run")  # fmt: skip
+    ap.add_argument("--extra", nargs="*", default=[], help="overrides added to every arm (e.g. trainer.folded_forward=false)")
     a = ap.parse_args()
+    if a.tolerance:
+        ra, rb = (json.loads(f.read_text())["arms"] for f in a.tolerance)
+        for arm in sorted(set(ra) & set(rb)):
+            for part in ra[arm]:
+                m, other = max_rel_diff(ra[arm][part], rb[arm][part])
+                print(f"{arm + '/' + part:34s} max rel diff {m:.2e}  non-float diffs {len(other)} {other[:3]}")
+        return
     if not (a.out or a.write_rows):
         ap.error("give --out and/or --write-rows")
     hashes, outputs = {}, {}
     with tempfile.TemporaryDirectory(prefix="pg_golden_") as tmp:
         cache = a.cache or Path(tmp) / "cache"
         for arm in a.arms:
-            out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache)
+            out = outputs[arm] = run_arm(Path(tmp) / arm, a.steps, ARMS[arm], cache, a.extra)
             for part, x in out.items():
                 hashes[f"{arm}/{part}"] = rows_sha256(x)
                 print(f"{arm + '/' + part:34s} {hashes[f'{arm}/{part}']}", flush=True)

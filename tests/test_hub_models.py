@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from projected_grpo import memory
-from projected_grpo.adapter import adapter_modules, folded, wrap_model
+from projected_grpo.adapter import adapter_modules, folded, set_fold_train, wrap_model
 from projected_grpo.config import DEFAULT_TARGETS
 from projected_grpo.env.problems import embedded_problems
 from projected_grpo.env.prompts import plain_prompt, render_prompt
@@ -124,15 +124,18 @@ def test_prompts_use_the_models_chat_template_and_enable_thinking(hub, cache_dir
     assert plain_prompt(messages).endswith("SOLUTION:\n")
 
 
+@pytest.mark.parametrize("fold", [False, True])
 @pytest.mark.parametrize("name", ["qwen3", "llama"])
-def test_grad_checkpointing_gives_the_same_delta_s_gradients(hub, cache_dir, name):
+def test_grad_checkpointing_gives_the_same_delta_s_gradients(hub, cache_dir, name, fold):
     # checkpointing must change no δS gradient: neither the per-completion capture (its hooks run again in the
     # recomputed forward) nor .grad. Kills: fold/capture mistakes that only show under recompute. (use_reentrant=True
     # also passes: transformers makes the inputs require grad.) The Trainer's own switch runs in the llama case of
-    # test_two_step_run_on_the_shared_sample_trains.
+    # test_two_step_run_on_the_shared_sample_trains. fold: the folded training forward (adapter._FoldedKnob, its
+    # knob gradient computed in the recomputed backward)
     _, dirs = hub
     model, tok = load(dirs, name, cache_dir)
     wrap_model(model, DEFAULT_TARGETS, cache_dir)
+    set_fold_train(model, fold)
     randomize_knobs(model, scale=0.1)
     p = embedded_problems()[1]
     prompts = [encode_prompt(tok, render_prompt(p, None))] * 2

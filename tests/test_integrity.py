@@ -246,3 +246,12 @@ def test_damaged_checkpoint_is_refused_with_path_and_fix(tmp_path, damage):
     assert str(path) in msg and "hydra.run.dir" in msg and "fresh run directory" in msg, msg
     if damage == "nan_knob":
         assert "knobs/mod.q_proj/" in msg
+
+
+def test_the_adapter_training_path_is_not_part_of_the_resume_fingerprint():
+    # trainer.folded_forward changes float rounding only (tests/test_folded_forward.py), so a run checkpointed before
+    # the option existed (or on the other path) resumes; any other trainer field still changes the fingerprint.
+    # kills: the pop of folded_forward dropped (resuming a pre-folded-forward checkpoint refused)
+    fp = checkpoint.config_fingerprint
+    assert fp(compose(["trainer.folded_forward=false"])) == fp(compose(["trainer.folded_forward=true"]))
+    assert fp(compose(["trainer.lr=0.5"])) != fp(compose([]))

@@ -287,3 +287,49 @@ def trainer_cin_t(t: Trainer, rollouts):
     from projected_grpo.loss import cin_of_teacher
 
     return cin_of_teacher(t.v, t.backward(rollouts))
+
+
+def test_grading_overlaps_the_backward_of_earlier_groups(trainer):
+    # Trainer.rollouts grades each group in the background; a group's grades are waited for only when its backward
+    # needs them (Rollout.ready), so group 1 is still being graded while group 0's backward could run. Same grades
+    # as the blocking path. kills: all groups graded in one blocking call; ready() of group 0 waiting for every
+    # group; student grades written to the teacher slots; rewards readable (not NaN) before ready()
+    import threading
+    from types import SimpleNamespace
+
+    release = threading.Event()
+    calls = []
+
+    def grade_batch(items):
+        calls.append(len(items))
+        if len(calls) == 2 and not release.wait(30):  # the second group's grading blocks until released
+            raise TimeoutError("never released")
+        return [SimpleNamespace(reward=0.25 * (k + len(calls)), exploited=bool(k % 2), gt_correct=k == 0)
+                for k in range(len(items))]  # fmt: skip
+
+    real, trainer.grader.grade_batch = trainer.grader.grade_batch, grade_batch
+    state = (trainer.rng.getstate(), trainer.gen.get_state())
+    try:
+        timing = {}
+        rs = trainer.rollouts(timing)
+        n_s = trainer.n_student
+        assert all(x != x for x in rs[1].rewards[:n_s])  # NaN placeholders until ready()
+        rs[0].ready()
+        assert rs[0].rewards[:n_s] == [0.25 * (k + 1) for k in range(n_s)] and rs[1].pending is not None
+        assert not rs[1].pending.done()  # group 1 still grading while group 0 is usable
+        release.set()
+        rs[1].ready()
+        assert rs[1].rewards[:n_s] == [0.25 * (k + 2) for k in range(n_s)]
+        assert rs[1].exploited[:n_s] == [bool(k % 2) for k in range(n_s)]
+        assert all(r.is_teacher[n_s:] == [True] * (len(r.is_teacher) - n_s) for r in rs)
+        # the blocking path (collect(overlap=False)) draws the same prompts and samples
+        trainer.rng.setstate(state[0]), trainer.gen.set_state(state[1])
+        calls.clear(), release.set()
+        from projected_grpo import rollout
+
+        blocking = rollout.collect(trainer.model, trainer.tok, trainer.t, trainer.train_problems, n_s,
+                                   trainer.n_teacher, trainer.pool, trainer.grader, trainer.rng, trainer.gen, {})  # fmt: skip
+        assert calls == [len(rs) * n_s] and [b.completion_ids for b in blocking] == [r.completion_ids for r in rs]
+        assert [b.rewards[n_s:] for b in blocking] == [r.rewards[n_s:] for r in rs]  # teacher samples: same draws
+    finally:
+        trainer.grader.grade_batch = real

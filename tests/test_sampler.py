@@ -31,3 +31,33 @@ def test_sampling_is_seeded():
     b = sample(model, PROMPTS, 10, 1, 0, 1.0, torch.Generator().manual_seed(3))
     c = sample(model, PROMPTS, 10, 1, 0, 1.0, torch.Generator().manual_seed(4))
     assert a == b and a != c
+
+
+def test_shared_prompt_prefill_gives_the_same_tokens():
+    # the G samples of a prompt share one prefill (sampler._distinct_rows): same tokens as prefilling every row, and
+    # the prefill runs on the distinct prompts only. kills: K/V or the last hidden copied to the wrong rows (src
+    # shuffled), a repeated prompt of another length mapped onto a shorter one (attn not in the key), no sharing
+    from projected_grpo.sampler import _LeanQwen3
+
+    model = random_qwen3()
+    wrap_model(model, DEFAULT_TARGETS)
+    randomize_knobs(model, scale=0.2)
+    rows = [PROMPTS[0]] * 3 + [PROMPTS[1]] * 3 + [[0] + PROMPTS[1]] * 2 + [PROMPTS[2]]  # pad id 0 inside a prompt
+    batches = []
+    orig = _LeanQwen3.forward
+
+    def spy(self, x, *a):
+        batches.append(x.shape[:2])
+        return orig(self, x, *a)
+
+    _LeanQwen3.forward = spy
+    try:
+        with folded(model):
+            outs = [sample(model, rows, 10, 1, 0, 1.0, torch.Generator().manual_seed(5), share_prompts=share)
+                    for share in (False, True)]  # fmt: skip
+    finally:
+        _LeanQwen3.forward = orig
+    assert outs[0] == outs[1]
+    assert len(set(map(tuple, outs[1][:3]))) > 1  # the rows of one prompt still draw their own samples
+    prefills = [b for b in batches if b[1] > 1]
+    assert prefills == [(9, 5), (4, 5)]  # every row, then the 4 distinct prompts

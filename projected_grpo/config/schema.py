@@ -253,6 +253,10 @@ class TrainerConfig:
     eval_prompts_per_mode: int = 3
     torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
     grad_checkpointing: bool = False  # recompute decoder layers in the GRPO backward (big models: see model yaml)
+    # training forward of the SVD adapter (adapter.py): true = folded W' = W + U diag(knob) Vh with hook-computed knob
+    # gradients (4 matmuls per token instead of 6, same gradients to float rounding); false = the unfolded
+    # W x + U(knob * Vh x). route2's quarantined modules always run unfolded.
+    folded_forward: bool = True
 
 
 @dataclass
