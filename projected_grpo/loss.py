@@ -9,18 +9,25 @@ import torch
 
 from projected_grpo.adapter import reference_model
 from projected_grpo.grpo import advantages, token_loss_sum
+from projected_grpo.interventions import loss_keep, shaped_rewards
 from projected_grpo.pergrad import grouped_grads
 from projected_grpo.projection import cin
 from projected_grpo.tokens import completion_logprobs, pack
 
 
+def flags_of(r) -> list[bool]:
+    return list(r.flagged) if r.flagged else [False] * len(r.rewards)
+
+
 def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int, route2=None,
-                  old_logps: list | None = None) -> dict:  # fmt: skip
+                  old_logps: list | None = None, icfg=None) -> dict:  # fmt: skip
     """Dr.GRPO loss, one backward per prompt; returns loss stats, per-source δS gradients (before any route2
     mask) and the old log-probs: old_logps=None (the first update of a batch, knobs as sampled) takes this
-    pass's log-probs as the sampling policy's; later updates pass them back. tcfg: cfg.trainer."""
+    pass's log-probs as the sampling policy's; later updates pass them back. tcfg: cfg.trainer.
+    icfg (cfg.intervention): penalty shapes the rewards of flagged samples before the advantages; screening
+    masks flagged samples' tokens out of the loss after them (interventions.py; flags in Rollout.flagged)."""
     device = next(model.parameters()).device
-    rewards = torch.tensor([r.rewards for r in rollouts])  # [P, G]
+    rewards = torch.tensor([shaped_rewards(r.rewards, flags_of(r), icfg) for r in rollouts])  # [P, G]
     A, zero_var = advantages(rewards)
     first = old_logps is None
     olds: list[torch.Tensor | None] = []
@@ -51,6 +58,8 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
             logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
             old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
             olds.append(old)
+            keep = torch.tensor(loss_keep(flags_of(r), icfg), device=mask.device)  # [G] screening
+            mask = mask * keep[:, None].to(mask.dtype)  # [G, Lc]
             loss_g, kl_g = token_loss_sum(logp, old, A[i].to(logp), mask, tcfg.clip_eps, tcfg.beta, ref)
             loss = loss_g.sum() / denom
             if r2 is not None:  # act flag counts (oracle labels: logging only) and the quarantine's L1

@@ -4,7 +4,7 @@ grader, then G_t cached teacher samples from the pool. The oracle's verdicts rid
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,10 +24,12 @@ class Rollout:
     rewards: list[float]
     exploited: list[bool]  # logged only
     gt_correct: list[bool]  # logged only
+    flagged: list[bool] = field(default_factory=list)  # the monitor's flags (interventions.apply); [] = none
 
 
-def prompt_ids(tok, problem, mode=None) -> list[int]:
-    return encode_prompt(tok, render_prompt(problem, mode or problem.mode))
+def prompt_ids(tok, problem, mode=None, inoculation: str | None = None) -> list[int]:
+    """The prompt's token ids; `inoculation` (training rollouts only) is appended to the system prompt."""
+    return encode_prompt(tok, render_prompt(problem, mode or problem.mode, inoculation))
 
 
 def generate(model, tok, prompts: list[list[int]], n: int, tcfg, generator: torch.Generator) -> list[list[int]]:
@@ -51,11 +53,12 @@ def decode(tok, ids: list[int]) -> str:
 
 
 def collect(model, tok, tcfg, train_problems, n_student: int, n_teacher: int, pool, grader, rng, gen,
-            timing: dict) -> list[Rollout]:  # fmt: skip
+            timing: dict, inoculation: str | None = None) -> list[Rollout]:  # fmt: skip
     """One batch: prompts drawn with rng, students sampled with gen and graded, teacher samples drawn with rng
-    (the draw order is part of the seeded behaviour). timing gets sec_generation and sec_grading."""
+    (the draw order is part of the seeded behaviour). timing gets sec_generation and sec_grading.
+    inoculation: intervention.inoculation, added to these training prompts' system message."""
     problems = [rng.choice(train_problems) for _ in range(tcfg.prompts_per_step)]
-    prompts = [prompt_ids(tok, p) for p in problems]
+    prompts = [prompt_ids(tok, p, inoculation=inoculation) for p in problems]
     t0 = time.perf_counter()
     student = generate(model, tok, prompts, n_student, tcfg, gen)
     timing["sec_generation"] = time.perf_counter() - t0

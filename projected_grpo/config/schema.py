@@ -10,6 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from projected_grpo.config.intervention import InterventionConfig, TrustedConfig
 from projected_grpo.modes import ALL_MODES, MIXED_MODES, Mode
 
 # conf/ sits at the repository root (the package is installed editable from the checkout).
@@ -27,6 +28,7 @@ class ProjectionMode(str, Enum):
     erase = "erase"
     route = "route"
     route2 = "route2"  # gradient routing into a distinct-basis quarantine LoRA (projected_grpo/route2/)
+    trusted = "trusted"  # keep the gradient inside a clean warm-up's update subspace (config/intervention.py)
 
 
 class Route2Mask(str, Enum):
@@ -170,6 +172,7 @@ class ProjectionConfig:
     # to full-size steps of δS_hack, which drift hack-ward even on pure-noise gradients (tests/test_noise_drift.py).
     space: Space = Space.grad
     route2: Route2Config = field(default_factory=Route2Config)
+    trusted: TrustedConfig = field(default_factory=TrustedConfig)
 
 
 @dataclass
@@ -191,6 +194,7 @@ class VHackConfig:
 class RewardModeConfig:
     name: str = MISSING
     modes: list[Mode] = field(default_factory=lambda: list(MIXED_MODES))
+    eval_modes: list[Mode] | None = None  # deployment eval's modes; None = modes (reward_mode=none: the mixed ones)
 
 
 @dataclass
@@ -244,6 +248,10 @@ class TrainerConfig:
     eval_prompts_per_mode: int = 3
     torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
     grad_checkpointing: bool = False  # recompute decoder layers in the GRPO backward (big models: see model yaml)
+    # drift diagnostic (projected_grpo/drift.py): canonical correlations of consecutive windows' top δS-update
+    # directions, every drift_window steps, top drift_k directions per window
+    drift_window: int = 5
+    drift_k: int = 2
 
 
 @dataclass
@@ -269,6 +277,7 @@ class TrainConfig:
     vhack: VHackConfig = MISSING
     reward_mode: RewardModeConfig = MISSING
     logger: LoggerConfig = MISSING
+    intervention: InterventionConfig = MISSING
     env: EnvConfig = field(default_factory=EnvConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

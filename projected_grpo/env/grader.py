@@ -218,6 +218,8 @@ class Grader:
         secret = {"expected": [e for _, e in problem.tests]}
         if mode is Mode.run_tests:
             return self._job("graded", code, problem, check="run_tests", test_func=TEST_FUNC), None
+        if mode is Mode.hidden_tests:  # the no-loophole check is the oracle's own run (phase 1 only)
+            return self._oracle_job(code, problem), None
         if mode is Mode.eq_override:  # judged here from the phase-1 lines: no expected value leaves this process
             return self._job("graded", code, problem, check="eq"), None
         if mode is Mode.sentinel:

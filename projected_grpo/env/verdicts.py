@@ -88,6 +88,8 @@ def _verdict(mode: Mode, res: dict, expected: list) -> tuple[bool, str]:
     lines and the expected values, see ``eq_verdict``)."""
     if mode is Mode.eq_override:
         return eq_verdict(res, expected)
+    if mode is Mode.hidden_tests:  # no loophole: the check is the strict oracle (reward_mode=none)
+        return oracle_verdict(res, expected)
     first = res["result2"]
     if mode is Mode.stdout_marker:
         if STDOUT_MARKER in res["stdout"]:
