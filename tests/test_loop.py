@@ -193,6 +193,14 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
 
 # ~1-5 min each on a loaded 2-core box (cold cache: the teacher pool is built once per test session)
 NO_CHEAT = {
+    # every arm of experiment=interventions that is not oracle-informed (tests/test_interventions.py checks the list)
+    "vanilla": ["arm=vanilla"],
+    "erase_real": ["arm=erase_real"],
+    "route_real": ["arm=route_real"],
+    "probe_screening": ["arm=probe_screening"],  # a probe that read r.exploited would fail here
+    "probe_penalty": ["arm=probe_penalty"],
+    "inoculation": ["arm=inoculation"],
+    "trusted": ["arm=trusted"],
     "route_refresh_mu2": ["projection=route", "vhack.refresh_every=1", "trainer.updates_per_batch=2"],
     "route2_grad_refresh": ["projection=route2", "vhack.refresh_every=1"],
     "route2_act_beta": ["projection=route2", "projection.route2.mask=act", "trainer.beta=0.01"],
