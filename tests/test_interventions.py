@@ -269,7 +269,8 @@ ORACLE_INFORMED = {"no_loophole", "gt_screening", "noisy70_screening"}
 
 def test_the_interventions_experiment_labels_exactly_the_oracle_reading_arms():
     # kills: oracle_informed missing the no-loophole reward or a ground-truth monitor, or labelling the probe;
-    # an arm of experiment=interventions that is neither labelled nor covered by the no-cheat test
+    # an arm of experiment=interventions that is neither labelled nor covered by the no-cheat test; the experiment
+    # overriding reward_mode (it silently turned no_loophole into vanilla in the first smoke sweep)
     from omegaconf import OmegaConf
 
     from tests.conftest import REPO
@@ -277,8 +278,8 @@ def test_the_interventions_experiment_labels_exactly_the_oracle_reading_arms():
 
     swept = OmegaConf.load(REPO / "conf/experiment/interventions.yaml").hydra.sweeper.params.arm.split(",")
     assert swept == ARMS
-    for arm in ARMS:
-        cfg = compose(FAST + [f"arm={arm}"])
+    for arm in ARMS:  # composed as the sweep composes each job (an experiment's group override beats the arm's)
+        cfg = compose(["experiment=interventions", f"arm={arm}", "smoke=quick"])
         assert oracle_informed(cfg) == (arm in ORACLE_INFORMED), arm
         if arm not in ORACLE_INFORMED:
             assert [f"arm={arm}"] in [v[:1] for v in NO_CHEAT.values()], f"arm {arm} not in the no-cheat test"

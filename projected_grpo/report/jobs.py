@@ -13,7 +13,7 @@ from projected_grpo.modes import MODES, Mode
 JOB_FILES = ("status.json", "summary.json", "metrics.jsonl")
 # Config keys that never define an arm (bookkeeping, or the seed itself).
 IGNORED = ("trainer.seed", "trainer.resume", "logger.", "paths.", "vhack.path", "env.n_workers", "model.device",
-           "vhack.seed", "projection.route2.seed")  # the control seeds follow trainer.seed: counted as "bases"
+           "vhack.seed", "projection.route2.seed", "intervention.monitor.seed")  # the control seeds follow trainer.seed: counted as "bases"
 SEEDED_SOURCES = ("random", "shuffled")  # v_hack sources whose basis depends on vhack.seed
 # Keys already named by the arm's base label.
 BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask", "intervention.kind", "intervention.monitor.name",
