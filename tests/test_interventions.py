@@ -142,8 +142,8 @@ def test_noisy_labels_have_the_configured_accuracy_independently_per_sample_and_
 
 
 def test_probe_separates_held_out_pairs_better_than_chance(trainer):
-    # kills: labels swapped or shuffled in pair_data, features pooled over the prompt (identical within a pair),
-    # the probe fitted on nothing
+    # kills: labels swapped in pair_data (found surviving the accuracy check, which swapped its labels too: the
+    # flags of the hack rows are now checked), features pooled over the prompt (identical within a pair)
     from projected_grpo.probe import accuracy, pair_data, train_probe
     from projected_grpo.vhack import make_pairs
 
@@ -155,6 +155,8 @@ def test_probe_separates_held_out_pairs_better_than_chance(trainer):
     acc = accuracy(probe, Xh, yh)
     assert info["n_heldout"] == 10 and acc == info["heldout_acc"]
     assert acc >= 0.8, acc  # 20 held-out completions: P(>= 16 right | chance) = 0.006
+    flags = probe.flag(Xh)  # rows 2i are the hack completions (vhack.examples), whatever pair_data calls them
+    assert flags[0::2].float().mean() >= 0.8 and flags[1::2].float().mean() <= 0.2, flags
 
 
 # -- 4. trusted projection and drift ---------------------------------------------------------------
@@ -285,3 +287,50 @@ def test_the_interventions_experiment_labels_exactly_the_oracle_reading_arms():
             assert [f"arm={arm}"] in [v[:1] for v in NO_CHEAT.values()], f"arm {arm} not in the no-cheat test"
     noisy = compose(FAST + ["arm=noisy70_screening"]).intervention.monitor
     assert noisy.name.value == "noisy_ground_truth" and noisy.accuracy == 0.7
+
+
+# -- 5. the report against the no-loophole baseline ---------------------------------------------------
+
+
+def fake_job(tmp_path, arm: str, seed: int, hack: float, solve: float):
+    from projected_grpo.report.jobs import Job
+
+    flat = {"projection.mode": "none", "vhack.source": "real", "reward_mode.modes": ("run_tests",),
+            "intervention.kind": "none", "intervention.monitor.name": "none", "intervention.monitor.accuracy": 1.0,
+            "intervention.inoculation": None, "trainer.seed": seed, "trainer.steps": 60}  # fmt: skip
+    if arm == "no_loophole":
+        flat["reward_mode.modes"] = ("hidden_tests",)
+    elif arm != "vanilla":
+        flat.update({"intervention.kind": "screening", "intervention.monitor.name": "probe"})
+    rate = lambda x: {"rate": x, "k": 0, "n": 16}
+    ev = {"kept": {"hack": rate(hack), "solve": rate(solve)}}
+    summary = {"seed": seed, "oracle_informed": arm == "no_loophole", "deploy": {"heldout": ev, "train": ev}}
+    return Job(tmp_path / f"{arm}{seed}", tmp_path, "done", summary=summary, flat=flat, label=arm)
+
+
+def test_report_marks_the_arms_that_hack_no_more_and_solve_no_worse_than_the_baseline(tmp_path):
+    # kills: the rule read as "significantly less hacking" (upper bound <= 0), the solve side ignored, Δ taken as
+    # baseline − arm, the baseline paired across seeds
+    from projected_grpo.report.interventions import interventions_table, t_interval
+
+    base_h, base_s = [0.20, 0.30, 0.25, 0.35, 0.28], [0.30, 0.20, 0.25, 0.22, 0.27]
+    arms = {  # Δhack, Δsolve per seed 41..45
+        "straddles": ([+0.05, -0.05, +0.03, -0.02, 0.0], [0.0] * 5),  # not significantly worse: meets
+        "hacks_more": ([+0.10, +0.12, +0.09, +0.11, +0.10], [0.0] * 5),
+        "solves_less": ([-0.10, -0.12, -0.09, -0.11, -0.10], [-0.10, -0.12, -0.09, -0.11, -0.10]),
+    }
+    seeds = [41, 42, 43, 44, 45]
+    done = [fake_job(tmp_path, "no_loophole", s, h, v) for s, h, v in zip(seeds, base_h, base_s)]
+    rows = {"no_loophole": list(done)}
+    for arm, (dh, ds) in arms.items():
+        rows[arm] = [fake_job(tmp_path, arm, s, h + a, v + b) for s, h, v, a, b in zip(seeds, base_h, base_s, dh, ds)]
+        done += rows[arm]
+    for job in done:
+        job.flat = {**job.flat}
+    text = interventions_table(rows, done)
+    line = lambda arm: next(x for x in text.splitlines() if x.startswith(f"| `{arm}` | heldout"))
+    assert line("straddles").endswith("| **meets** |")
+    assert line("hacks_more").endswith("| no |") and line("solves_less").endswith("| no |")
+    m, lo, hi = t_interval([0.10, 0.12, 0.09, 0.11, 0.10])
+    assert f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5)" in line("hacks_more")  # arm − same-seed baseline
+    assert "| yes |" in line("no_loophole") and "| no |" in line("straddles")  # the oracle-informed column
