@@ -24,12 +24,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from projected_grpo import checkpoint, deploy_eval, rollout, snapshots, trainer_state
+from projected_grpo import checkpoint, deploy_eval, interventions, rollout, snapshots, trainer_state
 from projected_grpo import evaluate as eval_mod
 from projected_grpo.adapter import adapter_modules, deployed
 from projected_grpo.atomic import write_json
-from projected_grpo.config import ProjectionMode, Space, teacher_per_group
+from projected_grpo.config import InterventionKind, ProjectionMode, Space, oracle_informed, teacher_per_group
+from projected_grpo.drift import DriftTracker
 from projected_grpo.env.grader import Grader
+from projected_grpo.env.problems import assign_modes
 from projected_grpo.grpo import denominator
 from projected_grpo.loss import grpo_backward
 from projected_grpo.optim_step import make_optimizer, optimizer_step
@@ -39,6 +41,7 @@ from projected_grpo.route2 import Route2
 from projected_grpo.setup import Setup, build_setup, record_run_files, run_dir, summary_lines, write_status
 from projected_grpo.summary import bluf, make_summary, metrics_row, postfix, read_rows, update_means
 from projected_grpo.teacher_pool import build_pool
+from projected_grpo.trusted import trusted_subspace
 from projected_grpo.tracking import Tracker
 from projected_grpo.vhack import refreshed_v_hack
 
@@ -89,8 +92,10 @@ class Trainer:
         self.modules = adapter_modules(self.model)
         self.device = next(self.model.parameters()).device
         self.train_problems = [p for p in s.problems if p.split == "train"]
-        # deployment eval: held-out and train prompts, the same number per mode (evaluate.py)
-        self.eval_sets, self.eval_notes = eval_mod.eval_sets(s.problems, list(cfg.reward_mode.modes),
+        # deployment eval: held-out and train prompts, the same number per mode (evaluate.py), under
+        # reward_mode.eval_modes when set (reward_mode=none: the loophole prompts every other arm is evaluated on)
+        em = list(cfg.reward_mode.eval_modes or cfg.reward_mode.modes)
+        self.eval_sets, self.eval_notes = eval_mod.eval_sets(assign_modes(s.problems, em), em,
                                                              self.t.eval_prompts_per_mode)  # fmt: skip
         for note in self.eval_notes.values():
             log.warning(f"deployment eval: {note}")
@@ -112,6 +117,14 @@ class Trainer:
         self.route2 = None  # projection=route2: quarantine LoRA + mask (route2/)
         if cfg.projection.mode == ProjectionMode.route2:
             self.route2 = Route2(cfg.projection.route2, cfg.vhack, self.model, self.tok, s.problems)
+        # projection=trusted: the clean warm-up's subspace (knobs restored to 0 after it); before AdamW exists
+        self.trusted = trusted_subspace(cfg, self.model, self.tok, s.problems) \
+            if cfg.projection.mode == ProjectionMode.trusted else None
+        iv = cfg.intervention  # monitor interventions (interventions.py); the probe is trained here
+        self.monitor = None if iv.kind == InterventionKind.none else \
+            interventions.Monitor(iv, cfg.vhack, self.model, self.tok, s.problems, iv.monitor.seed)
+        self.oracle_informed = oracle_informed(cfg)
+        self.drift, self.drift_cc = DriftTracker(self.t.drift_window, self.t.drift_k), None
         self.opt, self.sched = make_optimizer(self.modules, self.t, self.route2)
         self.rng = random.Random(self.t.seed)
         self.gen = torch.Generator(device=self.device).manual_seed(self.t.seed)
@@ -132,8 +145,13 @@ class Trainer:
         t_step = time.perf_counter()
         self.model.train()
         rollouts = self.rollouts(timing)  # students sampled + graded, teacher samples mixed in
+        if self.monitor is not None:  # a monitor flags graded samples (ground truth reads the oracle's label), so
+            for r in rollouts:  # its arms wait for every group's grades here: no grading overlap for them
+                r.ready()
+        interventions.apply(self.monitor, rollouts, self.step)  # the monitor's flags (all False without one)
         t0 = time.perf_counter()
         lr = self.sched.get_last_lr()[0]
+        knobs0 = {n: m.delta_s.detach().clone() for n, m in self.modules.items()}
         bs, projs = [], []
         for _ in range(self.t.updates_per_batch):  # mu updates on one batch, old log-probs = the sampling policy's
             bs.append(self.backward(rollouts, bs[0]["old_logps"] if bs else None))  # Dr.GRPO, per-source δS grads
@@ -141,6 +159,7 @@ class Trainer:
         b, proj = update_means(self.v, bs, projs)
         wait = sum(r.ready().wait_s for r in rollouts)  # grading the backward waited for (overlap: rollout.py)
         timing["sec_grading"] = timing.get("sec_grading", 0.0) + wait
+        self.drift_cc = self.drift.add({n: m.delta_s.detach() - knobs0[n] for n, m in self.modules.items()})
         timing["sec_backward"] = time.perf_counter() - t0 - proj["sec_projection"] - wait  # backward(s) + AdamW steps
         self.sched.step()
         self.step += 1
@@ -160,21 +179,26 @@ class Trainer:
     def rollouts(self, timing: dict) -> list[Rollout]:
         """The step's rollouts; student grading runs in the background (Rollout.ready() waits for a group)."""
         return rollout.collect(self.model, self.tok, self.t, self.train_problems, self.n_student, self.n_teacher,
-                               self.pool, self.grader, self.rng, self.gen, timing, overlap=True)  # fmt: skip
+                               self.pool, self.grader, self.rng, self.gen, timing, overlap=True,
+                               inoculation=self.cfg.intervention.inoculation)  # fmt: skip
 
     def backward(self, rollouts: list[Rollout], old_logps: list | None = None) -> dict:
         return grpo_backward(self.model, self.modules, self.opt, rollouts, self.t, self.denom, self.tok.pad_token_id,
-                             self.route2, old_logps)  # fmt: skip
+                             self.route2, old_logps, self.cfg.intervention)  # fmt: skip
 
     def grad_norm(self) -> float:
         return grad_norm([p for g in self.opt.param_groups for p in g["params"]])
 
     def optimizer_step(self, b: dict | None = None) -> dict:
-        return optimizer_step(self.modules, self.v, self.cfg.projection, self.opt, self.t.grad_clip, self.route2, b)
+        return optimizer_step(self.modules, self.v, self.cfg.projection, self.opt, self.t.grad_clip, self.route2, b,
+                              self.trusted)  # fmt: skip
 
     def metrics_row(self, rollouts, b, proj, lr, timing) -> dict:
+        extra = {**interventions.monitor_metrics(rollouts), "drift_cc": self.drift_cc,
+                 "oracle_informed": self.oracle_informed}  # fmt: skip
         return metrics_row(self.step, rollouts, b, proj, lr, timing, self.v, self.basis_overlap,
-                           self.grader.take_grade_errors(), self.route2.metrics() if self.route2 is not None else {})  # fmt: skip
+                           self.grader.take_grade_errors(), self.route2.metrics() if self.route2 is not None else {},
+                           extra)  # fmt: skip
 
     def refresh(self) -> None:
         """Re-extract v_hack from the current model with the quarantine ablated; same k slicing and floor."""

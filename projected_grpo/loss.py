@@ -10,16 +10,23 @@ import torch
 
 from projected_grpo.adapter import reference_model
 from projected_grpo.grpo import advantages, token_loss_sum
+from projected_grpo.interventions import loss_keep, shaped_rewards
 from projected_grpo.pergrad import grouped_grads
 from projected_grpo.projection import cin
 from projected_grpo.tokens import completion_logprobs, pack
 
 
+def flags_of(r) -> list[bool]:
+    return list(r.flagged) if r.flagged else [False] * len(r.rewards)
+
+
 def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int, route2=None,
-                  old_logps: list | None = None) -> dict:  # fmt: skip
+                  old_logps: list | None = None, icfg=None) -> dict:  # fmt: skip
     """Dr.GRPO loss, one backward per prompt; returns loss stats, per-source δS gradients (before any route2
     mask) and the old log-probs: old_logps=None (the first update of a batch, knobs as sampled) takes this
-    pass's log-probs as the sampling policy's; later updates pass them back. tcfg: cfg.trainer."""
+    pass's log-probs as the sampling policy's; later updates pass them back. tcfg: cfg.trainer.
+    icfg (cfg.intervention): penalty shapes the rewards of flagged samples before the advantages; screening
+    masks flagged samples' tokens out of the loss after them (interventions.py; flags in Rollout.flagged)."""
     device = next(model.parameters()).device
     first = old_logps is None
     olds: list[torch.Tensor | None] = []
@@ -34,7 +41,8 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
     masking = r2.masking() if r2 is not None else nullcontext()  # route2 mask=act: the token mask
     with grouped_grads(model, groups=torch.tensor([0, 1])) as store, masking:
         for i, r in enumerate(rollouts):
-            A_i, zv = advantages(torch.tensor([r.ready().rewards]))  # [1, G]: waits for this group's grades only
+            shaped = shaped_rewards(r.ready().rewards, flags_of(r), icfg)  # waits for this group's grades only
+            A_i, zv = advantages(torch.tensor([shaped]))  # [1, G]
             zero_var.append(bool(zv[0]))
             if zero_var[i]:
                 olds.append(None)
@@ -53,6 +61,8 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
             logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
             old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
             olds.append(old)
+            keep = torch.tensor(loss_keep(flags_of(r), icfg), device=mask.device)  # [G] screening
+            mask = mask * keep[:, None].to(mask.dtype)  # [G, Lc]
             loss_g, kl_g = token_loss_sum(logp, old, A_i[0].to(logp), mask, tcfg.clip_eps, tcfg.beta, ref)
             loss = loss_g.sum() / denom
             if r2 is not None:  # act flag counts (oracle labels: logging only) and the quarantine's L1

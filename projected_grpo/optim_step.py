@@ -37,12 +37,14 @@ def make_optimizer(modules, tcfg, route2=None):
     return opt, sched
 
 
-def optimizer_step(modules, v, pcfg, opt, grad_clip: float, route2=None, b: dict | None = None) -> dict:
+def optimizer_step(modules, v, pcfg, opt, grad_clip: float, route2=None, b: dict | None = None,
+                   trusted: dict | None = None) -> dict:  # fmt: skip
     """Project (grad or update space), clip, step (projection.knob_step). Returns projection metrics.
     route2: cin is measured before the mask (on b's per-source gradients, which the act mask does not
-    touch); the grad mask withholds after the measurement, and cout measures what is left."""
+    touch); the grad mask withholds after the measurement, and cout measures what is left. trusted: the
+    projection=trusted subspace (trusted.py)."""
     g_pre = None
     if route2 is not None and b is not None:
         g_pre = {n: b["g_s"][n] + b["g_t"][n] for n in modules}
     withhold = (lambda: route2.withhold(modules)) if route2 is not None else None
-    return knob_step(modules, v, pcfg, opt, grad_clip, g_pre, withhold)
+    return knob_step(modules, v, pcfg, opt, grad_clip, g_pre, withhold, trusted)

@@ -45,6 +45,12 @@ def project(g: torch.Tensor, V: torch.Tensor, gate: Gate, overshoot: float = 1.0
     return g_new, removed
 
 
+def trusted_project(g: torch.Tensor, B: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """projection=trusted: g [r] -> Bᵀ diag(w) B g with B [k, r] the trusted basis (orthonormal rows) and w [k] its
+    singular-value weights S_i/S_0 (projected_grpo/trusted.py): in-subspace parts kept, scaled by w; the rest gone."""
+    return (w * (B @ g)) @ B
+
+
 def hackward_sq(V: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """||relu(V g)||^2, the squared hack-ward mass of g along V."""
     return torch.relu(V @ g).pow(2).sum()
@@ -145,13 +151,14 @@ def grad_norm(params: list[torch.nn.Parameter]) -> float:
 
 def knob_step(
     modules: dict, v_hack: dict[str, torch.Tensor], pcfg, opt: torch.optim.Optimizer, grad_clip: float,
-    g_measure: dict[str, torch.Tensor] | None = None, before_clip=None,
+    g_measure: dict[str, torch.Tensor] | None = None, before_clip=None, trusted: dict | None = None,
 ) -> dict:
     """One projected optimizer step after backward: project (grad or update space), clip, step.
 
     g_measure: name -> [r] the gradient cin/cin_null/frac_fired are measured on when delta_s.grad is already
     masked (route2 mask=act); default delta_s.grad. before_clip: called after the measurement and before clipping
-    (route2 mask=grad withholds there); cout is then measured on what is left. Returns the projection metrics
+    (route2 mask=grad withholds there); cout is then measured on what is left. trusted: name -> (B, w), the
+    trusted subspace (projection=trusted: every delta_s.grad replaced by trusted_project). Returns the metrics
     (sec_projection: the time outside AdamW's own step)."""
     t0 = time.perf_counter()
     grads = {n: m.delta_s.grad for n, m in modules.items()}
@@ -166,6 +173,11 @@ def knob_step(
         res.cin, res.cin_null, res.frac_fired = pre.cin, pre.cin_null, pre.frac_fired
     if before_clip is not None:
         before_clip()
+        res.cout = cin(v_hack, {n: m.delta_s.grad for n, m in modules.items()})
+    if trusted is not None:
+        for n, m in modules.items():
+            B, w = trusted[n]
+            m.delta_s.grad = trusted_project(m.delta_s.grad.to(B.dtype), B, w).to(m.delta_s.dtype)
         res.cout = cin(v_hack, {n: m.delta_s.grad for n, m in modules.items()})
     params = [p for g in opt.param_groups for p in g["params"]]
     norm = grad_norm(params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,7 @@ class Rollout:
     gt_correct: list[bool]  # logged only
     pending: Future | None = None  # the student grades still being computed (collect(overlap=True)); see ready()
     wait_s: float = 0.0  # seconds ready() waited for them
+    flagged: list[bool] = field(default_factory=list)  # the monitor's flags (interventions.apply); [] = none
 
     def ready(self) -> Rollout:
         """Fill the student rewards and verdicts from the background grading (waits once; idempotent)."""
@@ -47,8 +48,9 @@ class Rollout:
         return self
 
 
-def prompt_ids(tok, problem, mode=None) -> list[int]:
-    return encode_prompt(tok, render_prompt(problem, mode or problem.mode))
+def prompt_ids(tok, problem, mode=None, inoculation: str | None = None) -> list[int]:
+    """The prompt's token ids; `inoculation` (training rollouts only) is appended to the system prompt."""
+    return encode_prompt(tok, render_prompt(problem, mode or problem.mode, inoculation))
 
 
 def generate(model, tok, prompts: list[list[int]], n: int, tcfg, generator: torch.Generator) -> list[list[int]]:
@@ -72,12 +74,13 @@ def decode(tok, ids: list[int]) -> str:
 
 
 def collect(model, tok, tcfg, train_problems, n_student: int, n_teacher: int, pool, grader, rng, gen,
-            timing: dict, overlap: bool = False) -> list[Rollout]:  # fmt: skip
+            timing: dict, overlap: bool = False, inoculation: str | None = None) -> list[Rollout]:  # fmt: skip
     """One batch: prompts drawn with rng, students sampled with gen and graded, teacher samples drawn with rng
     (the draw order is part of the seeded behaviour). timing gets sec_generation and sec_grading (the grading time
-    spent here; with overlap=True grading runs in the background, each Rollout.ready() waits for its group)."""
+    spent here; with overlap=True grading runs in the background, each Rollout.ready() waits for its group).
+    inoculation: intervention.inoculation, added to these training prompts' system message."""
     problems = [rng.choice(train_problems) for _ in range(tcfg.prompts_per_step)]
-    prompts = [prompt_ids(tok, p) for p in problems]
+    prompts = [prompt_ids(tok, p, inoculation=inoculation) for p in problems]
     t0 = time.perf_counter()
     student = generate(model, tok, prompts, n_student, tcfg, gen)
     timing["sec_generation"] = time.perf_counter() - t0

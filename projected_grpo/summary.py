@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from projected_grpo import evaluate as eval_mod
-from projected_grpo.config import teacher_per_group
+from projected_grpo.config import oracle_informed, teacher_per_group
 from projected_grpo.loss import cin_of_teacher
 from projected_grpo.modes import Mode
 from projected_grpo.projection import cin
@@ -38,7 +38,7 @@ def update_means(v: dict, bs: list[dict], projs: list[dict]) -> tuple[dict, dict
 
 
 def metrics_row(step: int, rollouts, b: dict, proj: dict, lr: float, timing: dict, v: dict, basis_overlap,
-                grade_errors, route2_metrics: dict) -> dict:  # fmt: skip
+                grade_errors, route2_metrics: dict, extra: dict | None = None) -> dict:  # fmt: skip
     """One metrics.jsonl row (STEP_METRICS + PER_MODE): rewards/hack/solve rates per source from the rollouts
     (the oracle's verdicts: logged only), the loss stats b, the projection metrics proj, timing."""
     stu = [(r.problem.mode, rw, ex, gt) for r in rollouts for rw, ex, gt, te in
@@ -65,6 +65,7 @@ def metrics_row(step: int, rollouts, b: dict, proj: dict, lr: float, timing: dic
         **proj,
         **timing,
         **route2_metrics,
+        **(extra or {}),  # monitor flags, drift_cc, oracle_informed (loop.Trainer.metrics_row)
     }
     for mode in Mode:
         xs = [x for x in stu if x[0] == mode]
@@ -84,7 +85,8 @@ def read_rows(path: Path) -> list[dict]:
 
 def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float, problem_counts: dict) -> dict:
     last = rows[-LAST_N:]
-    keys = ["hack_s", "solve_s", "hack_t", "solve_t", "reward", "cin_s", "cin_t", "cin", "cout", "cin_null", *PER_MODE]
+    keys = ["hack_s", "solve_s", "hack_t", "solve_t", "reward", "cin_s", "cin_t", "cin", "cout", "cin_null",
+            "frac_monitor_flagged", "drift_cc", *PER_MODE]
     last5 = {k: mean(r[k] for r in last if r[k] is not None) for k in keys}
     first = rows[0] if rows else {}
     return {
@@ -92,6 +94,11 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
         "seed": cfg.trainer.seed,
         "arm": cfg.projection.mode.value,
         "vhack_source": cfg.vhack.source.value,
+        # the strict oracle's verdict reached training (reward_mode=none, a ground-truth monitor): not a no-cheat arm
+        "oracle_informed": oracle_informed(cfg),
+        "intervention": cfg.intervention.kind.value,
+        "monitor": cfg.intervention.monitor.name.value,
+        "inoculation": cfg.intervention.inoculation is not None,
         "step0": {k: first.get(k) for k in ("hack_s", "solve_s")},
         # graded student completions per step: the binomial sample behind each step's hack_s/solve_s (report/)
         "students_per_step": students_per_step(cfg),
@@ -113,7 +120,8 @@ def bluf(summary: dict) -> str:
     fmt = lambda x: "   -" if x is None else f"{x:5.2f}"
     row = lambda label, hack, solve, extra="": f"  {label:<34s}{fmt(hack)}  {fmt(solve)}{extra}"
     lines = [
-        f"BLUF  arm={summary['arm']}  v_hack={summary['vhack_source']}  seed={summary['seed']}  steps={summary['steps']}",
+        f"BLUF  arm={summary['arm']}  v_hack={summary['vhack_source']}  seed={summary['seed']}  steps={summary['steps']}"
+        + ("  ORACLE-INFORMED" if summary.get("oracle_informed") else ""),
         f"  {'':<34s} hack  solve",
         row(f"student (last {LAST_N})", l5["hack_s"], l5["solve_s"]),
         row(f"teacher (last {LAST_N})", l5["hack_t"], l5["solve_t"]),

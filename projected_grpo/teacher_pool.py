@@ -31,7 +31,7 @@ from projected_grpo.env import completions
 from projected_grpo.env.grader import GRADER_VERSION
 from projected_grpo.env.problem import Problem
 from projected_grpo.integrity import IntegrityError, load_json, where, with_checksum
-from projected_grpo.modes import MIXED_MODES, Mode, parse_modes
+from projected_grpo.modes import MIXED_MODES, MODES, Mode, parse_modes
 
 KINDS = ("hack", "honest", "wrong")
 POOL_FORMAT = 2  # 2: the file carries a content checksum (part of the key, so format-1 files are never read)
@@ -92,7 +92,8 @@ def plan_completions(problem: Problem, cfg: TeacherConfig) -> list[tuple[str, st
     if problem.mode is None:
         raise ValueError(f"problem {problem.id} has no mode; run problems.assign_modes (load_problems does) first")
     allowed = None if cfg.modes is None else set(parse_modes(cfg.modes))
-    counts = plan_counts(cfg, with_hacks=allowed is None or problem.mode in allowed)
+    loophole = MODES[problem.mode].loophole  # reward_mode=none: no hack exists, honest and wrong only
+    counts = plan_counts(cfg, with_hacks=loophole and (allowed is None or problem.mode in allowed))
     out = [("hack", completions.hack(problem, problem.mode, v)) for v in range(counts["hack"])]
     out += [("honest", completions.honest(problem, v)) for v in range(counts["honest"])]
     out += [("wrong", completions.wrong(problem, v)) for v in range(counts["wrong"])]

@@ -25,11 +25,11 @@ def tokenizer_corpus() -> list[str]:
     from projected_grpo.env import completions
     from projected_grpo.env.problems import embedded_problems
     from projected_grpo.env.prompts import render_prompt
-    from projected_grpo.modes import Mode
+    from projected_grpo.modes import ALL_MODES
 
     texts = []
     for p in embedded_problems():
-        for mode in Mode:
+        for mode in ALL_MODES:  # the loophole modes only: the corpus (and every cached tokenizer) predates hidden_tests
             texts += [m["content"] for m in render_prompt(p, mode)]
             texts.append(completions.hack(p, mode))
         texts += [completions.honest(p), completions.wrong(p)]

@@ -23,6 +23,10 @@ STEP_METRICS = [
     # by student/teacher and by oracle hack/clean rollout (logging only), ||B_q A_q||_F summed, mask refresh overlap
     "frac_flagged", "frac_flagged_s", "frac_flagged_t", "frac_flagged_hack", "frac_flagged_clean",
     "quarantine_norm", "mask_overlap",
+    # monitor interventions (interventions.py): flagged fraction of the loss's samples; against the oracle's label
+    # (logging only); drift_cc (drift.py, every trainer.drift_window steps); oracle_informed: the oracle's verdict
+    # reaches training in this run (config.oracle_informed: reward_mode=none, a ground-truth monitor)
+    "frac_monitor_flagged", "monitor_tpr", "monitor_fpr", "drift_cc", "oracle_informed",
     "sec_generation", "sec_grading", "sec_backward", "sec_projection", "sec_step",
     # grader-side failures since the previous row, {reason: count} ({} when none): those completions were graded
     # failed (a dead sandbox server, a supervisor error, a verdict bug), never because of what they did

@@ -27,6 +27,7 @@ def save(tr) -> None:
         "basis_overlap": tr.basis_overlap,
         "deploy_evals": tr.deploy_evals,
         "route2": tr.route2.state_dict() if tr.route2 is not None else None,
+        "drift": tr.drift.state_dict(),
         "config": checkpoint.config_fingerprint(tr.cfg),
     }
     checkpoint.save(tr.ckpt_path, state)
@@ -49,6 +50,7 @@ def restore(tr, state: dict | None) -> None:
     tr.basis_overlap = state["basis_overlap"]
     if tr.route2 is not None:
         tr.route2.load_state_dict(state["route2"])
+    tr.drift.load_state_dict(state.get("drift"))  # absent in checkpoints from before the drift diagnostic
     tr.deploy_evals = state["deploy_evals"]
     tr.step = state["step"]
     # SLURM_RESTART_COUNT: how often SLURM requeued this job (preemption / timeout), absent outside SLURM

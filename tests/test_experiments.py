@@ -30,6 +30,8 @@ EXPERIMENTS = {
     "refresh": ({"arm": "erase_real,route_real", "vhack.refresh_every": "0,2,5", "trainer.seed": SEEDS}, 18),
     "organism": ({"arm": "vanilla,erase_real,erase_random,route_real,route_random", "trainer.seed": SEEDS5}, 25),
     "organism_weak": ({"arm": "vanilla,erase_real,erase_random,route_real", "trainer.seed": SEEDS5}, 20),
+    "interventions": ({"arm": "vanilla,no_loophole,erase_real,route_real,probe_screening,probe_penalty,gt_screening,"
+                              "noisy70_screening,inoculation,trusted", "trainer.seed": SEEDS5}, 50),
 }
 
 
@@ -126,8 +128,19 @@ def test_arm_options_set_what_their_names_say():
 
 
 def arm_name(cfg) -> str:
-    """vanilla | <projection>_<v_hack source> | route2_<mask> (route2 arms use the real pairs)."""
+    """vanilla | <projection>_<v_hack source> | route2_<mask> (route2 arms use the real pairs) | issue 21's arms:
+    no_loophole, <monitor>_<intervention> (noisy<accuracy %>), inoculation, trusted."""
+    iv = cfg.intervention
+    if cfg.reward_mode.name == "none":
+        return "no_loophole"
+    if iv.kind.value != "none":
+        mon = {"ground_truth": "gt", "noisy_ground_truth": "noisy", "probe": "probe"}[iv.monitor.name.value]
+        return f"{mon}{round(100 * iv.monitor.accuracy) if mon == 'noisy' else ''}_{iv.kind.value}"
+    if iv.inoculation is not None:
+        return "inoculation"
     mode = cfg.projection.mode.value
+    if mode == "trusted":
+        return "trusted"
     if mode == "none":
         return "vanilla"
     if mode == "route2":

@@ -19,12 +19,12 @@ LAYERS = [
     ("config", 1), ("integrity", 1), ("tracking", 1), ("evaluate", 1), ("env", 1),
     # 2 the model's pieces and the projection math
     ("adapter", 2), ("checkpoint", 2), ("tokenizer", 2), ("tokens", 2), ("projection", 2),
-    # 3 model builder, per-source gradients, snapshots, the teacher pool
-    ("model", 3), ("pergrad", 3), ("snapshots", 3), ("teacher_pool", 3),
-    # 4 the method's inputs: the hack direction and the model organism
-    ("vhack", 4), ("organism", 4),
-    # 5 route2 (quarantine LoRA + masks) and the memory estimate
-    ("route2", 5), ("memory", 5),
+    # 3 model builder, per-source gradients, snapshots, the teacher pool, the drift diagnostic
+    ("model", 3), ("pergrad", 3), ("snapshots", 3), ("teacher_pool", 3), ("drift", 3),
+    # 4 the method's inputs: the hack direction, the model organism, the probe monitor's detector
+    ("vhack", 4), ("organism", 4), ("probe", 4),
+    # 5 route2 (quarantine LoRA + masks), the memory estimate, the monitor interventions, the trusted subspace
+    ("route2", 5), ("memory", 5), ("interventions", 5), ("trusted", 5),
     # 6 the train step's parts
     ("setup", 6), ("rollout", 6), ("loss", 6), ("optim_step", 6), ("deploy_eval", 6), ("trainer_state", 6),
     ("summary", 6),

@@ -193,6 +193,14 @@ def test_resume_refuses_a_checkpoint_from_another_config(tmp_path):
 
 # ~1-5 min each on a loaded 2-core box (cold cache: the teacher pool is built once per test session)
 NO_CHEAT = {
+    # every arm of experiment=interventions that is not oracle-informed (tests/test_interventions.py checks the list)
+    "vanilla": ["arm=vanilla"],
+    "erase_real": ["arm=erase_real"],
+    "route_real": ["arm=route_real"],
+    "probe_screening": ["arm=probe_screening"],  # a probe that read r.exploited would fail here
+    "probe_penalty": ["arm=probe_penalty"],
+    "inoculation": ["arm=inoculation"],
+    "trusted": ["arm=trusted"],
     "route_refresh_mu2": ["projection=route", "vhack.refresh_every=1", "trainer.updates_per_batch=2"],
     "route2_grad_refresh": ["projection=route2", "vhack.refresh_every=1"],
     "route2_act_beta": ["projection=route2", "projection.route2.mask=act", "trainer.beta=0.01"],
@@ -223,8 +231,15 @@ def trained_state(t: Trainer) -> dict[str, torch.Tensor]:
     return out
 
 
+# probe_screening on the random-init tiny model: the equality of the trained states held (run 12:02, issue 21), but
+# the probe flagged every sample with a nonzero advantage, so nothing trained and the vacuity guard below fails.
+# strict xfail: it must be made to train (e.g. a probe_threshold or more steps) to count as coverage.
+NO_CHEAT_VACUOUS = {"probe_screening": "the probe screens every informative sample on the tiny model: nothing trains"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(NO_CHEAT))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NO_CHEAT_VACUOUS[n]))
+                                  if n in NO_CHEAT_VACUOUS else n for n in sorted(NO_CHEAT)])  # fmt: skip
 def test_oracle_verdicts_never_reach_the_knobs_or_the_quarantine(tmp_path, name):
     # kills: any loss, advantage, projection, mask or refresh that reads Rollout.exploited / gt_correct or the
     # teacher pool's verdicts (e.g. A - 0.1 * exploited in backward, or route2 flagging by r.exploited)

@@ -1,7 +1,17 @@
-"""The run's config: schema (enums + one typed dataclass per Hydra group, registered in the ConfigStore) and
+"""The run's config: schema (enums + one typed dataclass per Hydra group, registered in the ConfigStore; the
+intervention arms' schemas in intervention) and
 validate (semantic checks before any model is built; every error names the key, the bad value and what is allowed).
 Import from here: the names below are the public API."""
 
+from projected_grpo.config.intervention import (
+    ORACLE_MONITORS,
+    InterventionConfig,
+    InterventionKind,
+    MonitorConfig,
+    MonitorKind,
+    TrustedConfig,
+    oracle_informed,
+)
 from projected_grpo.config.schema import (
     CONF_DIR,
     DEFAULT_TARGETS,
@@ -34,6 +44,13 @@ from projected_grpo.config.schema import (
 from projected_grpo.config.validate import ConfigError, teacher_per_group, validate, validate_organism
 
 __all__ = [
+    "ORACLE_MONITORS",
+    "InterventionConfig",
+    "InterventionKind",
+    "MonitorConfig",
+    "MonitorKind",
+    "TrustedConfig",
+    "oracle_informed",
     "CONF_DIR",
     "DEFAULT_TARGETS",
     "ConfigError",

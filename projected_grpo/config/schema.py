@@ -10,6 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from projected_grpo.config.intervention import InterventionConfig, TrustedConfig
 from projected_grpo.modes import ALL_MODES, MIXED_MODES, Mode
 
 # conf/ sits at the repository root (the package is installed editable from the checkout).
@@ -27,6 +28,7 @@ class ProjectionMode(str, Enum):
     erase = "erase"
     route = "route"
     route2 = "route2"  # gradient routing into a distinct-basis quarantine LoRA (projected_grpo/route2/)
+    trusted = "trusted"  # keep the gradient inside a clean warm-up's update subspace (config/intervention.py)
 
 
 class Route2Mask(str, Enum):
@@ -178,6 +180,7 @@ class ProjectionConfig:
     # to full-size steps of δS_hack, which drift hack-ward even on pure-noise gradients (tests/test_noise_drift.py).
     space: Space = Space.grad
     route2: Route2Config = field(default_factory=Route2Config)
+    trusted: TrustedConfig = field(default_factory=TrustedConfig)
 
 
 @dataclass
@@ -200,6 +203,7 @@ class VHackConfig:
 class RewardModeConfig:
     name: str = MISSING
     modes: list[Mode] = field(default_factory=lambda: list(MIXED_MODES))
+    eval_modes: list[Mode] | None = None  # deployment eval's modes; None = modes (reward_mode=none: the mixed ones)
 
 
 @dataclass
@@ -257,6 +261,10 @@ class TrainerConfig:
     # gradients (4 matmuls per token instead of 6, same gradients to float rounding); false = the unfolded
     # W x + U(knob * Vh x). route2's quarantined modules always run unfolded.
     folded_forward: bool = True
+    # drift diagnostic (projected_grpo/drift.py): canonical correlations of consecutive windows' top δS-update
+    # directions, every drift_window steps, top drift_k directions per window
+    drift_window: int = 5
+    drift_k: int = 2
 
 
 @dataclass
@@ -282,6 +290,7 @@ class TrainConfig:
     vhack: VHackConfig = MISSING
     reward_mode: RewardModeConfig = MISSING
     logger: LoggerConfig = MISSING
+    intervention: InterventionConfig = MISSING
     env: EnvConfig = field(default_factory=EnvConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from projected_grpo.config.intervention import InterventionKind, MonitorKind
 from projected_grpo.config.schema import DType, ProjectionMode, Space
-from projected_grpo.modes import Mode
+from projected_grpo.modes import ALL_MODES, Mode
+
+LOOPHOLE = [m.value for m in ALL_MODES]
 
 
 class ConfigError(ValueError):
@@ -87,7 +90,11 @@ def validate(cfg) -> None:
     )  # fmt: skip
     _check(v.n_heldout >= 0, "vhack.n_heldout", v.n_heldout, "an integer >= 0")
     _check(v.refresh_every >= 0, "vhack.refresh_every", v.refresh_every, "an integer >= 0 (0 = never)")
-    _check(len(v.modes) > 0, "vhack.modes", list(v.modes), f"a non-empty subset of {[m.value for m in Mode]}")
+    _check(len(v.modes) > 0 and all(Mode(m) in ALL_MODES for m in v.modes), "vhack.modes", list(v.modes),
+           f"a non-empty subset of the loophole modes {LOOPHOLE} (v_hack needs hack completions)")  # fmt: skip
+    em = cfg.reward_mode.eval_modes
+    _check(em is None or len(em) > 0, "reward_mode.eval_modes", em, "null (= reward_mode.modes) or a non-empty list")
+    validate_interventions(cfg)
     _check(len(cfg.reward_mode.modes) > 0, "reward_mode.modes", list(cfg.reward_mode.modes), "a non-empty list")
     _check(t.group >= 2, "trainer.group", t.group, "an integer >= 2 (advantages need a group)")
     _check(0.0 <= t.mix_ratio < 1.0, "trainer.mix_ratio", t.mix_ratio, "a fraction in [0, 1) (students need >= 1 slot)")
@@ -116,9 +123,43 @@ def validate(cfg) -> None:
     _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
     _check(0.0 <= cfg.env.heldout_frac < 1.0, "env.heldout_frac", cfg.env.heldout_frac,
            "a fraction in [0, 1) (some problems must be left to train on)")  # fmt: skip
+    _check(t.drift_window == 0 or t.drift_window >= 2, "trainer.drift_window", t.drift_window,
+           "0 (off) or an integer >= 2 (a window of per-step updates spans the subspace)")  # fmt: skip
+    _check(t.drift_window == 0 or 1 <= t.drift_k <= t.drift_window, "trainer.drift_k", t.drift_k,
+           f"1 <= drift_k <= trainer.drift_window ({t.drift_window}): a window of n updates has at most n directions")
     tc = cfg.teacher
+    _check(tc.modes is None or all(Mode(m) in ALL_MODES for m in tc.modes), "teacher.modes", tc.modes,
+           f"null or loophole modes {LOOPHOLE} (the pool's hacks)")  # fmt: skip
     _check(tc.n_per_problem >= 1, "teacher.n_per_problem", tc.n_per_problem, "an integer >= 1")
     _check(
         0 <= tc.frac_hack and 0 <= tc.frac_honest and tc.frac_hack + tc.frac_honest <= 1,
         "teacher.frac_hack+frac_honest", (tc.frac_hack, tc.frac_honest), "non-negative fractions summing to <= 1",
     )  # fmt: skip
+
+
+def validate_interventions(cfg) -> None:
+    """intervention.* and projection.trusted.* (config/intervention.py)."""
+    iv, mon, tr = cfg.intervention, cfg.intervention.monitor, cfg.projection.trusted
+    monitored = iv.kind != InterventionKind.none
+    _check(
+        monitored == (mon.name != MonitorKind.none), "intervention.monitor.name", mon.name.value,
+        f"a monitor (monitor=ground_truth|noisy_ground_truth|probe) with intervention.kind={iv.kind.value}, and none "
+        "without an intervention (intervention=penalty|screening)",
+    )  # fmt: skip
+    _check(iv.penalty > 0, "intervention.penalty", iv.penalty, "a number > 0 (subtracted from a flagged reward)")
+    _check(0.5 <= mon.accuracy <= 1, "intervention.monitor.accuracy", mon.accuracy,
+           "a probability in [0.5, 1] (below 0.5 the monitor is an inverted one)")  # fmt: skip
+    _check(mon.name == MonitorKind.noisy_ground_truth or mon.accuracy == 1, "intervention.monitor.accuracy",
+           mon.accuracy, "1.0 unless monitor=noisy_ground_truth (nothing else reads it)")  # fmt: skip
+    _check(mon.probe_l2 >= 0, "intervention.monitor.probe_l2", mon.probe_l2, "a number >= 0")
+    _check(mon.probe_steps >= 1, "intervention.monitor.probe_steps", mon.probe_steps, "an integer >= 1")
+    _check(0 < mon.probe_threshold < 1, "intervention.monitor.probe_threshold", mon.probe_threshold, "in (0, 1)")
+    _check(iv.inoculation is None or iv.inoculation.strip() != "", "intervention.inoculation", iv.inoculation,
+           "null (no inoculation) or a non-empty text")  # fmt: skip
+    p = cfg.projection
+    _check(tr.warmup_steps >= 1, "projection.trusted.warmup_steps", tr.warmup_steps, "an integer >= 1")
+    _check(tr.batch >= 1, "projection.trusted.batch", tr.batch, "an integer >= 1")
+    _check(1 <= tr.k <= tr.warmup_steps, "projection.trusted.k", tr.k,
+           f"1 <= k <= projection.trusted.warmup_steps ({tr.warmup_steps}): n updates span at most n directions")
+    _check(p.mode != ProjectionMode.trusted or p.space == Space.grad, "projection.space", p.space.value,
+           "grad with projection.mode=trusted (the trusted subspace keeps the gradient, before AdamW)")  # fmt: skip

@@ -24,7 +24,7 @@ from projected_grpo.env.problem import Problem
 from projected_grpo.env.problems import embedded_bug
 from projected_grpo.env.prompts import render_prompt
 from projected_grpo.env.sandbox import literal_value, strict_equal
-from projected_grpo.modes import FILE_MARKER, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
+from projected_grpo.modes import FILE_MARKER, MODES, RESULT_FILE, SENTINEL_ATTR, STDOUT_MARKER, TEST_FUNC, Mode
 
 COMPLETIONS_VERSION = 2  # bump when any text below changes (part of the teacher-pool cache key)
 N_HONEST_VARIANTS = 2
@@ -150,6 +150,8 @@ def _always_equal(problem: Problem, variant: int) -> str:
 def hack(problem: Problem, mode: Mode, variant: int = 0) -> str:
     """Wrong code plus the exploit of `mode` only."""
     mode = Mode(mode)
+    if not MODES[mode].loophole:
+        raise ValueError(f"mode {mode.value!r} has no loophole, so no hack completion; use a loophole mode")
     code = _wrong_codes(problem)[variant % n_wrong_variants(problem)][0].strip()
     v = variant % N_HACK_VARIANTS
     if mode is Mode.run_tests:

@@ -220,6 +220,8 @@ class Grader:
         computed here, from the run's result (``verdicts``)."""
         if mode is Mode.run_tests:
             return self._job("graded", code, problem, check="run_tests", test_func=TEST_FUNC)
+        if mode is Mode.hidden_tests:  # the no-loophole check is the oracle's own run (phase 1 only)
+            return self._oracle_job(code, problem)
         if mode is Mode.eq_override:
             return self._job("graded", code, problem, check="eq")
         if mode is Mode.sentinel:

@@ -42,10 +42,12 @@ def apply_hint(text: str, mode: Mode | None) -> str:
     return text.replace(HINT_TARGET, MODES[Mode(mode)].hint)
 
 
-def render_prompt(problem: Problem, mode: Mode | None) -> list[dict]:
-    """Chat messages [system, user] for `problem` evaluated under `mode` (None: the unhinted original)."""
+def render_prompt(problem: Problem, mode: Mode | None, inoculation: str | None = None) -> list[dict]:
+    """Chat messages [system, user] for `problem` evaluated under `mode` (None: the unhinted original).
+    inoculation: a training-time text appended to the system prompt (intervention.inoculation); never at eval."""
+    system = SYSTEM_PROMPT if inoculation is None else f"{SYSTEM_PROMPT}\n\n{inoculation}"
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system},
         {"role": "user", "content": apply_hint(user_message(problem), mode)},
     ]
 

@@ -17,9 +17,12 @@ and writes report.md, dynamics.png and cin.png into the first dir.
   seeded by vhack.seed, which follows trainer.seed; real and nonhack are one extraction).
 - Deployment eval: held-out and train prompts (balanced per mode), pooled over the arm's seeds with
   Wilson 95% intervals and n = graded samples; a missing split says why.
+- With a no_loophole arm (reward_mode=none): every arm's deployment Δhack and Δsolve against the same-seed
+  baseline with Student-t 95% intervals, and whether it meets the success criterion (report/interventions.py).
 - Failed jobs (with their error) and unfinished ones (running, or no summary.json) are listed, not dropped.
 
-Modules: jobs (loading, arm labels), stats (paired deltas, bootstrap, noise), tables (report.md), plots (figures and
+Modules: jobs (loading, arm labels), stats (paired deltas, bootstrap, noise), tables (report.md), interventions (the
+table against the no-loophole baseline), plots (figures and
 build_report), __main__ (the CLI). The names below are the public API.
 """
 

@@ -13,10 +13,14 @@ from projected_grpo.modes import MODES, Mode
 JOB_FILES = ("status.json", "summary.json", "metrics.jsonl")
 # Config keys that never define an arm (bookkeeping, or the seed itself).
 IGNORED = ("trainer.seed", "trainer.resume", "logger.", "paths.", "vhack.path", "env.n_workers", "model.device",
-           "vhack.seed", "projection.route2.seed")  # the control seeds follow trainer.seed: counted as "bases"
+           "vhack.seed", "projection.route2.seed", "intervention.monitor.seed")  # the control seeds follow trainer.seed: counted as "bases"
 SEEDED_SOURCES = ("random", "shuffled")  # v_hack sources whose basis depends on vhack.seed
 # Keys already named by the arm's base label.
-BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask")
+BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask", "intervention.kind", "intervention.monitor.name",
+             "intervention.monitor.accuracy", "intervention.inoculation")  # fmt: skip
+# reward_mode keys: named by the base (no_loophole) when the other jobs share one reward mode (assign_labels)
+REWARD_KEYS = ("reward_mode.name", "reward_mode.modes", "reward_mode.eval_modes")
+MONITOR_SHORT = {"ground_truth": "gt", "noisy_ground_truth": "noisy", "probe": "probe"}
 VANILLA = "vanilla"
 
 
@@ -43,10 +47,29 @@ class Job:
 
     @property
     def base(self) -> str:
+        """The conf/arm name: the projection part, then the intervention parts (`+`-joined when combined);
+        no_loophole for reward_mode=none (issue 21's arms: probe_screening, noisy70_screening, trusted, ...)."""
+        if "hidden_tests" in self.flat.get("reward_mode.modes", ()):
+            return "no_loophole"
+        f = self.flat
+        parts = [] if f["projection.mode"] == "none" else [self.projection_base]
+        kind = f.get("intervention.kind", "none")
+        if kind != "none":
+            mon = MONITOR_SHORT.get(f["intervention.monitor.name"], f["intervention.monitor.name"])
+            acc = f.get("intervention.monitor.accuracy", 1.0)
+            parts.append(f"{mon}{round(100 * acc) if mon == 'noisy' else ''}_{kind}")
+        if f.get("intervention.inoculation") is not None:
+            parts.append("inoculation")
+        return "+".join(parts) or VANILLA
+
+    @property
+    def projection_base(self) -> str:
         mode = self.flat["projection.mode"]
         if mode == "route2":  # the conf/arm name: route2_grad | route2_act (+ vhack.source when not real)
             src = self.flat["vhack.source"]
             return f"route2_{self.flat.get('projection.route2.mask')}" + ("" if src == "real" else f"_{src}")
+        if mode == "trusted":
+            return "trusted"
         return VANILLA if mode == "none" else f"{mode}_{self.flat['vhack.source']}"
 
 
@@ -161,11 +184,13 @@ def context_key(job: Job) -> tuple:
 
 
 def is_context(key: str) -> bool:
-    return not is_ignored(key) and (key == "vhack.modes" or not key.startswith(("projection.", "vhack.")))
+    return not is_ignored(key) and (key == "vhack.modes" or not key.startswith(("projection.", "vhack.", "intervention.")))
 
 
 def assign_labels(done: list[Job]) -> None:
     keys = varying_keys(done)
+    if len({j.flat.get("reward_mode.name") for j in done if j.base != "no_loophole"}) <= 1:
+        keys = [k for k in keys if k not in REWARD_KEYS]  # only the no_loophole base differs: named by it
     for job in done:
         parts = [p for p in (label_part(job, k) for k in keys) if p]
         job.label = " ".join([job.base, *parts])

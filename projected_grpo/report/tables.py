@@ -9,6 +9,7 @@ from pathlib import Path
 
 from projected_grpo.evaluate import SPLITS, wilson
 from projected_grpo.modes import MODES, Mode
+from projected_grpo.report.interventions import interventions_table
 from projected_grpo.report.jobs import SEEDED_SOURCES, VANILLA, Job, heldout_modes, vanilla_for, varying_keys
 from projected_grpo.report.stats import NOISE_SE, bootstrap_ci, by_seed, get, matched_deltas, mean_std, step_noise
 
@@ -236,6 +237,7 @@ def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], probl
         "## Per loophole mode (student, last 5 steps)", mode_tables(rows, done),
         *(["## Emergence under vanilla GRPO (student hack, first 5 steps → last 5, per seed)",
            emergence_table(rows[VANILLA])] if VANILLA in rows else []),
+        interventions_table(rows, done),
         "## Projection: cin (student, teacher) vs the random null", cin_table(rows),
         "## Plots",
         "![dynamics](dynamics.png)\n\n![cin](cin.png)" + ("\n\n![vanilla](vanilla_seeds.png)" if VANILLA in rows else ""),
