@@ -81,6 +81,23 @@ def project_trainer(P: int, G: int, max_new: int, extra=(), threads: int = 1):
     return cfg, s, tr
 
 
+def fixed_batch(args, teacher_half: bool = False):
+    """A project Trainer (args: prompts, group, max_new, threads) and one batch of its rollouts with constant
+    rewards, so every arm of a bench backpropagates the same thing; teacher_half marks the second half of each
+    group as teacher samples (two sources)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    force_full_length()
+    _, _, tr = project_trainer(args.prompts, args.group, args.max_new, threads=args.threads)
+    rollouts = tr.rollouts({})
+    for r in rollouts:
+        if teacher_half:
+            r.is_teacher = [i >= len(r.is_teacher) // 2 for i in range(len(r.is_teacher))]
+        r.ready().rewards = const_rewards(len(r.rewards))
+    return tr, rollouts
+
+
 def clock() -> float:
     return time.perf_counter()
 

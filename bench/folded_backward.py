@@ -26,12 +26,7 @@ def main(argv=None):
 
     from projected_grpo.adapter import adapter_modules, set_fold_train
 
-    torch.set_num_threads(args.threads)
-    C.force_full_length()
-    _, _, tr = C.project_trainer(args.prompts, args.group, args.max_new, threads=args.threads)
-    rollouts = tr.rollouts({})
-    for r in rollouts:
-        r.ready().rewards = C.const_rewards(len(r.rewards))
+    tr, rollouts = C.fixed_batch(args)
     mods = adapter_modules(tr.model)
     with torch.no_grad():
         for m in mods.values():

@@ -38,17 +38,10 @@ def _no_grouped_grads(model, groups=None, batch=None):
 def main(argv=None):
     args = C.step_args(__doc__, argv)
 
-    import torch
 
     from projected_grpo import loss
 
-    torch.set_num_threads(args.threads)
-    C.force_full_length()
-    _, _, tr = C.project_trainer(args.prompts, args.group, args.max_new, threads=args.threads)
-    rollouts = tr.rollouts({})
-    for r in rollouts:
-        r.is_teacher = [i >= len(r.is_teacher) // 2 for i in range(len(r.is_teacher))]
-        r.ready().rewards = C.const_rewards(len(r.rewards))
+    tr, rollouts = C.fixed_batch(args, teacher_half=True)
     real = loss.grouped_grads
 
     def split():

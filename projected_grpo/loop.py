@@ -41,8 +41,8 @@ from projected_grpo.route2 import Route2
 from projected_grpo.setup import Setup, build_setup, record_run_files, run_dir, summary_lines, write_status
 from projected_grpo.summary import bluf, make_summary, metrics_row, postfix, read_rows, update_means
 from projected_grpo.teacher_pool import build_pool
-from projected_grpo.trusted import trusted_subspace
 from projected_grpo.tracking import Tracker
+from projected_grpo.trusted import trusted_subspace
 from projected_grpo.vhack import refreshed_v_hack
 
 log = logging.getLogger(__name__)

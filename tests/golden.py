@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def run_arm(run_dir: Path, steps: int, overrides: list[str], cache: Path, extra:
 def max_rel_diff(a, b, path="") -> tuple[float, list[str]]:
     """(largest |a - b| / max(|a|, |b|, 1e-6) over the floats, paths of the non-float values that differ)."""
     if isinstance(a, float) and isinstance(b, float):
-        if a == b or (a != a and b != b):
+        if a == b or (math.isnan(a) and math.isnan(b)):
             return 0.0, []
         return abs(a - b) / max(abs(a), abs(b), 1e-6), []
     if isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b):

@@ -1,6 +1,7 @@
 """The train loop: per-source gradients, zero-variance groups, the no-cheat rule, determinism, resume, CLI arms."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -328,7 +329,7 @@ def test_grading_overlaps_the_backward_of_earlier_groups(trainer):
         timing = {}
         rs = trainer.rollouts(timing)
         n_s = trainer.n_student
-        assert all(x != x for x in rs[1].rewards[:n_s])  # NaN placeholders until ready()
+        assert all(math.isnan(x) for x in rs[1].rewards[:n_s])  # NaN placeholders until ready()
         rs[0].ready()
         assert rs[0].rewards[:n_s] == [0.25 * (k + 1) for k in range(n_s)] and rs[1].pending is not None
         assert not rs[1].pending.done()  # group 1 still grading while group 0 is usable
