@@ -74,11 +74,11 @@ def test_cli_rejects_bad_override_fast(override):
 
 
 def test_cli_help_lists_groups():
-    r = subprocess.run([sys.executable, "train.py", "--help"], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "train.py", "--help"], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0
-    for line in ("model: organism, qwen3_0_6b, qwen3_4b, tiny", "projection: erase, none, route", "vhack: default"):
+    for line in ("model: organism, qwen3_0_6b, qwen3_4b, tiny", "projection: erase, none, route, route2, trusted", "vhack: default"):
         assert line in r.stdout
-    assert "reward_mode: eq_override, exit_code, file_marker, mixed, run_tests, sentinel, stdout_marker" in r.stdout
+    assert "reward_mode: eq_override, exit_code, file_marker, mixed, none, run_tests, sentinel, stdout_marker" in r.stdout
 
 
 def test_control_seeds_follow_the_training_seed():
