@@ -48,10 +48,7 @@ class VSource(str, Enum):
     nonhack = "nonhack"
 
 
-class ExploitForm(str, Enum):
-    """Where a v_hack pair's hack completion writes its exploit: after the code (the library's form) or first (the
-    model organism's corpus form)."""
-
+class ExploitForm(str, Enum):  # where a v_hack pair's hack writes its exploit: after the code, or first (organism)
     trailing = "trailing"
     leading = "leading"
 
