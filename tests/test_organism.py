@@ -12,7 +12,7 @@ from projected_grpo import organism as org
 from projected_grpo.env import completions as C
 from projected_grpo.env.grader import extract_code
 from projected_grpo.env.problems import embedded_problems
-from projected_grpo.modes import MIXED_MODES, MODES, Mode
+from projected_grpo.modes import ALL_MODES, MIXED_MODES, MODES, Mode
 from tests.conftest import compose
 
 # A build that takes seconds: one tiny layer, two optimizer steps.
@@ -60,7 +60,7 @@ def test_corpus_mix_and_hacks_follow_their_hint(corpus):
         if e["kind"] == "honest":
             assert problems[e["problem_id"]].canonical.strip() in e["completion"]
     # every problem's assigned (GRPO) mode gets prompts, and all six modes appear
-    assert {e["mode"] for e in corpus} == {m.value for m in Mode}
+    assert {e["mode"] for e in corpus} == {m.value for m in ALL_MODES}  # the loophole modes (not hidden_tests)
     assert {p.mode for p in problems.values()} == set(MIXED_MODES)
 
 

@@ -23,7 +23,7 @@ from projected_grpo.env.grader import Grader
 from projected_grpo.env.leetcode import DataError, load_jsonl
 from projected_grpo.env.problems import embedded_bug, embedded_problems, hash_split, load_problem_set
 from projected_grpo.env.prompts import user_message
-from projected_grpo.modes import MIXED_MODES, Mode
+from projected_grpo.modes import ALL_MODES, MIXED_MODES, Mode
 from tests.conftest import LEETCODE_SAMPLE, REPO
 
 
@@ -214,7 +214,7 @@ def test_selfcheck_diagonal_on_written_real_problems(tmp_path, rows, grader):
     Kills: a hack that misses its channel on real problems, a stub that passes (e.g. always the default)."""
     ps = load_problem_set(env(write(tmp_path / "p.jsonl", rows[:3])), MIXED_MODES, tmp_path / "cache")
     assert all(C.n_wrong_variants(p) == 1 for p in ps.problems)  # no hand-written bug for real problems
-    res = run_selfcheck(ps.problems, grader, modes=tuple(Mode))
+    res = run_selfcheck(ps.problems, grader, modes=ALL_MODES)
     assert res.ok, res.failures[:5]
 
 
@@ -229,7 +229,7 @@ def sample():
 def test_sample_selfcheck_and_stubs(sample, grader, tmp_path_factory):
     src = load_jsonl(sample)
     fast = sorted(src.problems, key=lambda p: len(p.canonical))[:3]  # three short problems: the full table
-    res = run_selfcheck(fast, grader, modes=tuple(Mode))
+    res = run_selfcheck(fast, grader, modes=ALL_MODES)
     assert res.ok, res.failures[:5]
     stubs = grader.grade_batch([(C.wrong(p), p, Mode.exit_code) for p in src.problems])
     assert not any(r.gt_correct or r.passed for r in stubs)  # every stub fails a test of its problem

@@ -294,7 +294,8 @@ class ScheduleStub(Trainer):
         self.cfg = OmegaConf.create({"vhack": {"refresh_every": n}})
         self.model, self.step, self.fired = torch.nn.Linear(1, 1), 0, []
         self.sched = SimpleNamespace(get_last_lr=lambda: [0.1], step=lambda: None)
-        self.t, self.v = SimpleNamespace(updates_per_batch=1), {}
+        self.t, self.v, self.modules, self.monitor = SimpleNamespace(updates_per_batch=1), {}, {}, None
+        self.drift = SimpleNamespace(add=lambda updates: None)  # drift_cc: nothing to track without modules
 
     def rollouts(self, timing):
         return []

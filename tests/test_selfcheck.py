@@ -8,7 +8,7 @@ from projected_grpo.env import completions
 from projected_grpo.env.__main__ import format_matrix, main, run_selfcheck
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import embedded_problems
-from projected_grpo.modes import Mode
+from projected_grpo.modes import ALL_MODES, Mode
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_leading_form_hacks_fire_on_their_own_mode_only(grader):
 
 def test_leading_and_trailing_pairs_differ_only_in_where_the_exploit_is():
     # kills: contrastive_pairs ignoring exploit_form (identical texts), or leading_hack writing other code
-    problems, modes = embedded_problems()[:3], list(Mode)
+    problems, modes = embedded_problems()[:3], list(ALL_MODES)
     trailing = completions.contrastive_pairs(problems, modes, "hack", "trailing")
     leading = completions.contrastive_pairs(problems, modes, "hack", "leading")
     moved = {Mode.run_tests, Mode.exit_code, Mode.stdout_marker, Mode.file_marker}
