@@ -289,6 +289,36 @@ def test_schema_drift_splits_arms_and_is_flagged(tmp_path, base_config):
     assert "present in only some jobs" in md and "vhack.n_new_knob" in md
 
 
+def test_keys_a_later_schema_added_at_their_default_do_not_split_arms(tmp_path, base_config):
+    # kills: filling a key whose newer value is NOT the default (two different runs averaged), or no filling at all
+    old = make_config(base_config, "route", seed=41)
+    del old["trainer"]["folded_forward"], old["trainer"]["drift_k"]  # written before these keys existed
+    at_default = make_config(base_config, "route", seed=42)  # folded_forward=True, drift_k=2: the defaults
+    write_job(tmp_path, "old", old, 0.2, 0.5)
+    write_job(tmp_path, "new", at_default, 0.4, 0.5)
+    md = report.build_report([tmp_path]).read_text()
+    assert set(rows_by_label(section(md, "Student hack and solve"))) == {"route_real"}
+    assert "read as that default" in md and "trainer.folded_forward" in md and "present in only some" not in md
+    changed = make_config(base_config, "route", seed=43)
+    changed["trainer"]["drift_k"] = 3
+    write_job(tmp_path, "changed", changed, 0.4, 0.5)
+    md = report.build_report([tmp_path]).read_text()
+    assert "present in only some jobs" in md and "trainer.drift_k" in md.split("present in only some jobs")[1]
+
+
+def test_a_job_whose_grader_failed_is_listed_not_averaged(tmp_path, base_config):
+    # kills: grade_errors ignored (a sweep whose sandbox changed under it averaged in as hack 0, solve 0)
+    write_job(tmp_path, "v41", make_config(base_config, seed=41), 0.5, 0.2)
+    bad = write_job(tmp_path, "e41", make_config(base_config, "erase", seed=41), 0.0, 0.0)
+    t = base_config["trainer"]
+    per_step = t["prompts_per_step"] * t["group"]
+    rows = [{"step": s, "hack_s": 0.0, "solve_s": 0.0, "grade_errors": {"sandbox_error": per_step}} for s in (1, 2, 3)]
+    (bad / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = report.build_report([tmp_path]).read_text()
+    assert "erase_real" not in rows_by_label(section(md, "Student hack and solve"))
+    assert "grader-side failures" in section(md, "Failed or unfinished jobs") and "sandbox_error" in md
+
+
 def test_emergence_table_per_seed_and_mode(tmp_path, base_config):
     """Vanilla jobs get a first-5 -> last-5 student hack table per seed and mode; unsampled windows show a dash."""
     root = tmp_path / "sweep"

@@ -22,13 +22,14 @@ BASE_KEYS = ("projection.mode", "vhack.source", "projection.route2.mask", "inter
 REWARD_KEYS = ("reward_mode.name", "reward_mode.modes", "reward_mode.eval_modes")
 MONITOR_SHORT = {"ground_truth": "gt", "noisy_ground_truth": "noisy", "probe": "probe"}
 VANILLA = "vanilla"
+GRADE_ERROR_FRAC = 0.05  # a job whose grader failed on more of its samples than this is reported, not averaged
 
 
 @dataclass
 class Job:
     path: Path
     root: Path
-    status: str  # done | failed | running | incomplete
+    status: str  # done | failed | running | incomplete | invalid (grader failures)
     error: str | None = None
     summary: dict | None = None
     metrics: list[dict] = field(default_factory=list)
@@ -113,7 +114,24 @@ def load_job(job_dir: Path, root: Path) -> Job:
         job.error += "; summary.json is stale (resumed run?)" if summary else "; no summary.json yet"
     else:
         job.flat = flatten(summary["config"])
+        errors = grader_failures(job)
+        if errors:  # e.g. a sandbox changed under a running sweep: its rewards say nothing about the policy
+            job.status, job.error = "invalid", errors
     return job
+
+
+def grader_failures(job: Job) -> str | None:
+    """Why a finished job's rewards cannot be trusted: grader-side failures (metrics' grade_errors) on more than
+    GRADE_ERROR_FRAC of its graded samples; None when they are rare or absent."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in job.metrics:
+        for reason, n in (row.get("grade_errors") or {}).items():
+            counts[reason] += n
+    t = job.flat
+    graded = max(1, len(job.metrics) * t["trainer.prompts_per_step"] * t["trainer.group"])
+    if sum(counts.values()) <= GRADE_ERROR_FRAC * graded:
+        return None
+    return f"grader-side failures on {sum(counts.values())} of ~{graded} graded samples: {dict(counts)}"
 
 
 def load_jobs(roots: list[Path]) -> list[Job]:
@@ -144,6 +162,26 @@ def hashable(v):
 
 
 # -- arms and pairing --------------------------------------------------------------------------------
+
+
+def fill_added_keys(done: list[Job]) -> list[str]:
+    """Config keys a later schema added, set to the current schema default in every job that has them: the jobs
+    without them are read as that default (one arm, not two), and the keys are returned for the report's header.
+    A key set to anything else keeps splitting arms (tables.drift_note)."""
+    from omegaconf import OmegaConf
+
+    from projected_grpo.config import TrainConfig
+
+    if not done:
+        return []
+    partial = {k for j in done for k in j.flat} - set.intersection(*(set(j.flat) for j in done))
+    schema = OmegaConf.to_container(OmegaConf.structured(TrainConfig), throw_on_missing=False, enum_to_str=True)
+    defaults = flatten(schema)
+    filled = sorted(k for k in partial if k in defaults and all(j.flat[k] == defaults[k] for j in done if k in j.flat))
+    for j in done:
+        for k in filled:
+            j.flat.setdefault(k, defaults[k])
+    return filled
 
 
 def is_ignored(key: str) -> bool:

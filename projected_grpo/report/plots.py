@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from projected_grpo.modes import MODES, Mode
-from projected_grpo.report.jobs import VANILLA, Job, assign_labels, group_rows, load_jobs
+from projected_grpo.report.jobs import VANILLA, Job, assign_labels, fill_added_keys, group_rows, load_jobs
 from projected_grpo.report.tables import render
 
 SMOOTH_WINDOW = 5  # steps in the trailing rolling mean drawn over each (faint) raw per-step curve
@@ -72,6 +72,7 @@ def build_report(roots: list[Path]) -> Path:
     jobs = load_jobs(roots)
     done = [j for j in jobs if j.status == "done"]
     problems = [j for j in jobs if j.status != "done"]
+    filled = fill_added_keys(done)  # keys a later schema added, at their default: read as that default
     assign_labels(done)
     rows = group_rows(done)
     out = roots[0]
@@ -82,5 +83,5 @@ def build_report(roots: list[Path]) -> Path:
         mode_keys = [f"hack_s_{MODES[Mode(m)].code}" for m in rows[VANILLA][0].flat["reward_mode.modes"]]
         plot(seeds, ["hack_s", "solve_s", *mode_keys], out / "vanilla_seeds.png",
              "vanilla GRPO: student hack (overall and per mode) and solve per seed")  # fmt: skip
-    (out / "report.md").write_text(render(roots, rows, done, problems))
+    (out / "report.md").write_text(render(roots, rows, done, problems, filled))
     return out / "report.md"

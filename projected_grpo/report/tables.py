@@ -217,12 +217,15 @@ def drift_note(done: list[Job]) -> str:
     )
 
 
-def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], problems: list[Job]) -> str:
+def render(roots: list[Path], rows: dict[str, list[Job]], done: list[Job], problems: list[Job],
+           filled: list[str] = ()) -> str:  # fmt: skip
     sections = [
         "# Sweep report",
         "Sweep dirs: " + ", ".join(f"`{r}`" for r in roots),
         "Arms differ in: " + (", ".join(f"`{k}`" for k in varying_keys(done)) or "projection and v_hack source only"),
         drift_note(done) if done else "",
+        f"Keys a later schema added, at their default wherever set, read as that default in the older jobs: {filled}"
+        if filled else "",
         f"{len(done)} finished jobs in {len(rows)} arms; {len(problems)} failed or unfinished (listed at the end).",
         (
             "Values are the mean over the last 5 steps of each job, then mean ± sample std over seeds. "
