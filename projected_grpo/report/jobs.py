@@ -168,20 +168,28 @@ def fill_added_keys(done: list[Job]) -> list[str]:
     """Config keys a later schema added, set to the current schema default in every job that has them: the jobs
     without them are read as that default (one arm, not two), and the keys are returned for the report's header.
     A key set to anything else keeps splitting arms (tables.drift_note)."""
-    from omegaconf import OmegaConf
-
-    from projected_grpo.config import TrainConfig
-
     if not done:
         return []
     partial = {k for j in done for k in j.flat} - set.intersection(*(set(j.flat) for j in done))
-    schema = OmegaConf.to_container(OmegaConf.structured(TrainConfig), throw_on_missing=False, enum_to_str=True)
-    defaults = flatten(schema)
+    defaults = default_config() if partial else {}
     filled = sorted(k for k in partial if k in defaults and all(j.flat[k] == defaults[k] for j in done if k in j.flat))
     for j in done:
         for k in filled:
             j.flat.setdefault(k, defaults[k])
     return filled
+
+
+def default_config() -> dict:
+    """The flattened config a plain `python train.py` composes today (the current defaults of every key)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from projected_grpo.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose("train")
+    return flatten(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True))
 
 
 def is_ignored(key: str) -> bool:

@@ -10,7 +10,15 @@ from pathlib import Path
 from projected_grpo.evaluate import SPLITS, wilson
 from projected_grpo.modes import MODES, Mode
 from projected_grpo.report.interventions import interventions_table
-from projected_grpo.report.jobs import SEEDED_SOURCES, VANILLA, Job, heldout_modes, vanilla_for, varying_keys
+from projected_grpo.report.jobs import (
+    SEEDED_SOURCES,
+    VANILLA,
+    Job,
+    heldout_modes,
+    is_ignored,
+    vanilla_for,
+    varying_keys,
+)
 from projected_grpo.report.stats import NOISE_SE, bootstrap_ci, by_seed, get, matched_deltas, mean_std, step_noise
 
 MISSING_CELL = "—"
@@ -210,6 +218,7 @@ def problem_table(problems: list[Job]) -> str:
 def drift_note(done: list[Job]) -> str:
     """Config keys only some jobs have: the code's schema changed between runs, so they never average."""
     keys = sorted({k for j in done for k in j.flat} - set.intersection(*(set(j.flat) for j in done)))
+    keys = [k for k in keys if not is_ignored(k)]  # seeds and bookkeeping never define an arm
     if not keys:
         return ""
     return (
