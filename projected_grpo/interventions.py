@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+from collections.abc import Callable
+
+import torch
 
 from projected_grpo.config import InterventionKind, MonitorKind
-from projected_grpo.probe import features, train_probe
+from projected_grpo.env.prompts import render_prompt
+from projected_grpo.probe import LinearProbe, features, train_probe
+from projected_grpo.tokens import encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +53,47 @@ def loss_keep(flagged: list[bool], icfg) -> list[bool]:
     return [not f for f in flagged]
 
 
-class Monitor:
-    """Flags samples for penalty/screening (icfg: cfg.intervention; the probe is trained here, at setup)."""
+Generate = Callable[[list[list[int]]], list[list[int]]]  # P prompts -> P x n completions (prompt-major)
 
-    def __init__(self, icfg, vcfg, model, tok, problems, seed: int):
+
+def calibrate_probe(probe: LinearProbe, mcfg, model, tok, problems, generate: Generate, seed: int) -> dict:
+    """Set the probe's cut so that mcfg.probe_flag_rate of the base policy's own samples are flagged: n samples on
+    each of mcfg.probe_calib_prompts train prompts (drawn with `seed`), cut = the (1 - rate) quantile of their
+    logit of P(hack). A flag budget on unlabelled samples: no grader or oracle is read.
+    Returns {calib_n, threshold, cut}."""
+    rng = random.Random(f"probe-calib|{seed}")  # its own stream: the trainer's draws are unchanged
+    train = [p for p in problems if p.split == "train"]
+    chosen = [rng.choice(train) for _ in range(mcfg.probe_calib_prompts)]
+    prompts = [encode_prompt(tok, render_prompt(p, p.mode)) for p in chosen]
+    comps = generate(prompts)
+    n = len(comps) // len(prompts)
+    logits = probe.logit(features(model, [p for p in prompts for _ in range(n)], comps, tok.pad_token_id))  # [P*n]
+    probe.cut = float(torch.quantile(logits.double(), 1.0 - mcfg.probe_flag_rate))
+    return {"calib_n": len(comps), "threshold": probe.threshold, "cut": probe.cut}
+
+
+class Monitor:
+    """Flags samples for penalty/screening (icfg: cfg.intervention; the probe is trained, and calibrated on the base
+    policy's samples drawn by `generate`, here at setup)."""
+
+    def __init__(self, icfg, vcfg, model, tok, problems, seed: int, generate: Generate | None = None):
         self.icfg, self.kind = icfg, MonitorKind(icfg.monitor.name)
         self.model, self.tok, self.seed = model, tok, seed
         self.probe, self.probe_info = None, {}
         if self.kind == MonitorKind.probe:
-            self.probe, self.probe_info = train_probe(icfg.monitor, vcfg, model, tok, problems)
+            mcfg = icfg.monitor
+            self.probe, self.probe_info = train_probe(mcfg, vcfg, model, tok, problems)
+            if mcfg.probe_flag_rate is not None:
+                if generate is None:
+                    raise ValueError("intervention.monitor.probe_flag_rate is set but the Monitor got no sampler "
+                                     "(generate=...) to draw the base policy's calibration samples")  # fmt: skip
+                self.probe_info.update(calibrate_probe(self.probe, mcfg, model, tok, problems, generate, seed))
             log.info(f"probe monitor: {self.probe_info}")
             print(f"probe monitor: trained on {self.probe_info['n_train']} v_hack pairs, train accuracy "
-                  f"{self.probe_info['train_acc']:.2f}, held-out {self.probe_info.get('heldout_acc', float('nan')):.2f}")
+                  f"{self.probe_info['train_acc']:.2f}, held-out {self.probe_info.get('heldout_acc', float('nan')):.2f}, "
+                  f"threshold P(hack) > {self.probe.threshold:.6g}"
+                  + (f" (flags {mcfg.probe_flag_rate:.0%} of {self.probe_info['calib_n']} base-policy samples)"
+                     if mcfg.probe_flag_rate is not None else " (fixed)"))  # fmt: skip
 
     def flags(self, rollouts, step: int) -> list[list[bool]]:
         """[P][G] flags of the batch's samples (student and teacher), at optimizer step `step`."""

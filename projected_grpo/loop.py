@@ -122,7 +122,8 @@ class Trainer:
             if cfg.projection.mode == ProjectionMode.trusted else None
         iv = cfg.intervention  # monitor interventions (interventions.py); the probe is trained here
         self.monitor = None if iv.kind == InterventionKind.none else \
-            interventions.Monitor(iv, cfg.vhack, self.model, self.tok, s.problems, iv.monitor.seed)
+            interventions.Monitor(iv, cfg.vhack, self.model, self.tok, s.problems, iv.monitor.seed,
+                                  self.calibration_sampler(iv.monitor.seed))
         self.oracle_informed = oracle_informed(cfg)
         self.drift, self.drift_cc = DriftTracker(self.t.drift_window, self.t.drift_k), None
         self.opt, self.sched = make_optimizer(self.modules, self.t, self.route2)
@@ -172,6 +173,12 @@ class Trainer:
 
     def prompt_ids(self, problem, mode=None) -> list[int]:
         return rollout.prompt_ids(self.tok, problem, mode)
+
+    def calibration_sampler(self, seed: int):
+        """The probe's calibration draw: trainer.group samples per prompt from the current (base) policy, with its
+        own generator, so the training samples stay those of a run without a monitor."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        return lambda prompts: self.generate(prompts, self.t.group, gen)
 
     def generate(self, prompts: list[list[int]], n: int, generator: torch.Generator) -> list[list[int]]:
         return rollout.generate(self.model, self.tok, prompts, n, self.t, generator)
@@ -249,7 +256,8 @@ class Trainer:
         snapshots.maybe_save(self.s.run_dir, self.step, self.t.snapshot_every, self.modules, final=True)
         final = self.deploy_eval()
         self.save_checkpoint()
-        summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start, self.s.data.counts())
+        summary = make_summary(rows, final, self.cfg, time.perf_counter() - t_start, self.s.data.counts(),
+                               self.monitor.probe_info if self.monitor is not None else None)
         write_json(self.s.run_dir / "summary.json", summary, indent=2, default=str)
         self.tracker.summary(summary)
         print(bluf(summary))

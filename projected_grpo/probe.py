@@ -9,6 +9,7 @@ current policy. It reads no oracle verdict: labels come from how each pair was w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,14 +47,22 @@ class LinearProbe:
     sd: torch.Tensor  # [d] feature std (floored)
     w: torch.Tensor  # [d]
     b: float
-    threshold: float
+    cut: float  # flag when the logit w·(x - μ)/σ + b > cut (compared as logits: no ties where P(hack) saturates)
+
+    def logit(self, X: torch.Tensor) -> torch.Tensor:
+        """X [n, d] -> logit of P(hack) [n]."""
+        return ((X - self.mu) / self.sd) @ self.w + self.b
 
     def prob(self, X: torch.Tensor) -> torch.Tensor:
-        """X [n, d] -> P(hack) [n]."""
-        return torch.sigmoid(((X - self.mu) / self.sd) @ self.w + self.b)
+        return torch.sigmoid(self.logit(X))
 
     def flag(self, X: torch.Tensor) -> torch.Tensor:
-        return self.prob(X) > self.threshold
+        return self.logit(X) > self.cut
+
+    @property
+    def threshold(self) -> float:
+        """The cut as a P(hack) threshold."""
+        return 1.0 / (1.0 + math.exp(-self.cut))
 
 
 def fit(X: torch.Tensor, y: torch.Tensor, l2: float, steps: int, threshold: float = 0.5) -> LinearProbe:
@@ -72,7 +81,8 @@ def fit(X: torch.Tensor, y: torch.Tensor, l2: float, steps: int, threshold: floa
         return loss
 
     opt.step(closure)
-    return LinearProbe(mu.float(), sd.float(), w.detach().float(), float(b.detach()), threshold)
+    cut = math.log(threshold / (1 - threshold))  # P(hack) > threshold  <=>  logit > cut
+    return LinearProbe(mu.float(), sd.float(), w.detach().float(), float(b.detach()), cut)
 
 
 def pair_data(model, tok, pairs) -> tuple[torch.Tensor, torch.Tensor]:

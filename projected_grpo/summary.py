@@ -83,7 +83,8 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
 
 
-def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float, problem_counts: dict) -> dict:
+def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: float, problem_counts: dict,
+                 probe_info: dict | None = None) -> dict:
     last = rows[-LAST_N:]
     keys = ["hack_s", "solve_s", "hack_t", "solve_t", "reward", "cin_s", "cin_t", "cin", "cout", "cin_null",
             "frac_monitor_flagged", "drift_cc", *PER_MODE]
@@ -99,6 +100,7 @@ def make_summary(rows: list[dict], final_eval: dict, cfg: DictConfig, wall: floa
         "intervention": cfg.intervention.kind.value,
         "monitor": cfg.intervention.monitor.name.value,
         "inoculation": cfg.intervention.inoculation is not None,
+        "probe": probe_info or None,  # monitor=probe: n_train, train/held-out accuracy, calib_n, threshold
         "step0": {k: first.get(k) for k in ("hack_s", "solve_s")},
         # graded student completions per step: the binomial sample behind each step's hack_s/solve_s (report/)
         "students_per_step": students_per_step(cfg),

@@ -18,6 +18,8 @@ SEMANTIC = [
     ("trainer.steps=-1", "trainer.steps"),
     ("trainer.updates_per_batch=0", "trainer.updates_per_batch"),
     ("trainer.eval_prompts_per_mode=0", "trainer.eval_prompts_per_mode"),
+    ("intervention.monitor.probe_flag_rate=1.0", "intervention.monitor.probe_flag_rate"),
+    ("intervention.monitor.probe_calib_prompts=0", "intervention.monitor.probe_calib_prompts"),
 ]
 TYPED = [
     ("projection.gate=sideways", "projection.gate"),

@@ -13,7 +13,7 @@ from projected_grpo.drift import DriftTracker, mean_canonical_correlation
 from projected_grpo.env import completions
 from projected_grpo.env.grader import Grader
 from projected_grpo.env.problems import embedded_problems
-from projected_grpo.interventions import loss_keep, noisy_flags, shaped_rewards
+from projected_grpo.interventions import Monitor, calibrate_probe, loss_keep, noisy_flags, shaped_rewards
 from projected_grpo.loop import Trainer
 from projected_grpo.loss import grpo_backward
 from projected_grpo.modes import ALL_MODES, MIXED_MODES, MODES, Mode
@@ -157,6 +157,42 @@ def test_probe_separates_held_out_pairs_better_than_chance(trainer):
     assert acc >= 0.8, acc  # 20 held-out completions: P(>= 16 right | chance) = 0.006
     flags = probe.flag(Xh)  # rows 2i are the hack completions (vhack.examples), whatever pair_data calls them
     assert flags[0::2].float().mean() >= 0.8 and flags[1::2].float().mean() <= 0.2, flags
+
+
+def test_probe_calibration_flags_the_configured_share_of_the_base_policys_samples(trainer):
+    # kills: the quantile taken at rate instead of 1 - rate (flags 90%), the threshold computed on the v_hack pairs
+    # or any fixed set instead of the samples `generate` returns (the threshold would not move with them), and the
+    # calibration prompts drawn from held-out problems or with the trainer's rng (the prompts are checked)
+    from projected_grpo.probe import features, train_probe
+
+    vcfg = SimpleNamespace(**{**dict(trainer.cfg.vhack), "n_pairs": 24, "n_heldout": 2})
+    mcfg = SimpleNamespace(probe_l2=1e-3, probe_steps=200, probe_threshold=0.5, probe_flag_rate=0.25,
+                           probe_calib_prompts=4)  # fmt: skip
+    probe, _ = train_probe(mcfg, vcfg, trainer.model, trainer.tok, trainer.s.problems)
+    calls = []
+
+    def generate(prompts):  # 8 samples per prompt from the tiny policy, seeded
+        calls.append(prompts)
+        return trainer.generate(prompts, 8, torch.Generator().manual_seed(len(calls)))
+
+    info = calibrate_probe(probe, mcfg, trainer.model, trainer.tok, trainer.s.problems, generate, seed=3)
+    prompts = calls[0]
+    assert len(prompts) == 4 and info["calib_n"] == 32
+    train_prompts = {tuple(trainer.prompt_ids(p)) for p in trainer.s.problems if p.split == "train"}
+    assert all(tuple(p) in train_prompts for p in prompts)
+    comps = trainer.generate(prompts, 8, torch.Generator().manual_seed(1))  # the same draw as the call above
+    X = features(trainer.model, [p for p in prompts for _ in range(8)], comps, trainer.tok.pad_token_id)
+    assert probe.cut == info["cut"] and probe.threshold == info["threshold"]
+    assert probe.flag(X).sum().item() == 8  # 25% of 32 (the probabilities are distinct floats)
+    again = calibrate_probe(probe, mcfg, trainer.model, trainer.tok, trainer.s.problems, generate, seed=3)
+    assert again["cut"] != info["cut"]  # other samples (generator seeded 2), another threshold
+
+
+def test_probe_monitor_with_a_flag_rate_needs_a_sampler(trainer):
+    # kills: a silent fallback to the fixed probe_threshold when no calibration sampler is wired in
+    icfg = compose(FAST + ["arm=probe_screening"]).intervention
+    with pytest.raises(ValueError, match="probe_flag_rate"):
+        Monitor(icfg, trainer.cfg.vhack, trainer.model, trainer.tok, trainer.s.problems, seed=0)
 
 
 # -- 4. trusted projection and drift ---------------------------------------------------------------

@@ -232,10 +232,10 @@ def trained_state(t: Trainer) -> dict[str, torch.Tensor]:
     return out
 
 
-# probe_screening on the random-init tiny model: the equality of the trained states held (run 12:02, issue 21), but
-# the probe flagged every sample with a nonzero advantage, so nothing trained and the vacuity guard below fails.
-# strict xfail: it must be made to train (e.g. a probe_threshold or more steps) to count as coverage.
-NO_CHEAT_VACUOUS = {"probe_screening": "the probe screens every informative sample on the tiny model: nothing trains"}
+# Arms that cannot train on the tiny model (the test's vacuity guard would fail): strict xfail with the reason.
+# probe_screening was one while the probe's threshold was fixed at 0.5 (it screened every sample with a nonzero
+# advantage); since the probe is calibrated to flag probe_flag_rate of the base policy's samples it trains (issue 21).
+NO_CHEAT_VACUOUS: dict[str, str] = {}
 
 
 @pytest.mark.slow

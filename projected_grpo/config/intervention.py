@@ -33,7 +33,11 @@ class MonitorConfig:
     accuracy: float = 1.0  # noisy_ground_truth: P(label kept); each sample's flip is independent (seeded per run)
     probe_l2: float = 1e-3  # probe: L2 penalty of the logistic regression (on standardised features)
     probe_steps: int = 200  # probe: full-batch LBFGS iterations
-    probe_threshold: float = 0.5  # probe: flag when P(hack) > threshold
+    probe_threshold: float = 0.5  # probe with probe_flag_rate=null: flag when P(hack) > threshold
+    # probe: the threshold is set at setup so that this share of the base policy's own samples is flagged (a flag
+    # budget; unlabelled samples, no oracle read); null: the fixed probe_threshold
+    probe_flag_rate: float | None = 0.1
+    probe_calib_prompts: int = 8  # probe: train prompts for that calibration, trainer.group samples each
     seed: int = II("trainer.seed")  # seeds noisy_ground_truth's flips
 
 

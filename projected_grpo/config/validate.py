@@ -154,6 +154,10 @@ def validate_interventions(cfg) -> None:
     _check(mon.probe_l2 >= 0, "intervention.monitor.probe_l2", mon.probe_l2, "a number >= 0")
     _check(mon.probe_steps >= 1, "intervention.monitor.probe_steps", mon.probe_steps, "an integer >= 1")
     _check(0 < mon.probe_threshold < 1, "intervention.monitor.probe_threshold", mon.probe_threshold, "in (0, 1)")
+    _check(mon.probe_flag_rate is None or 0 < mon.probe_flag_rate < 1, "intervention.monitor.probe_flag_rate",
+           mon.probe_flag_rate, "null (the fixed probe_threshold) or a share in (0, 1)")  # fmt: skip
+    _check(mon.probe_calib_prompts >= 1, "intervention.monitor.probe_calib_prompts", mon.probe_calib_prompts,
+           "an integer >= 1")  # fmt: skip
     _check(iv.inoculation is None or iv.inoculation.strip() != "", "intervention.inoculation", iv.inoculation,
            "null (no inoculation) or a non-empty text")  # fmt: skip
     p = cfg.projection
