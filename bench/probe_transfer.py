@@ -5,7 +5,8 @@ P prompts x G base-policy samples of the v6 organism's train problems. The oracl
 measure (AUC, TPR, FPR); training never sees it. Rows: the logistic probe at several L2 strengths with the fixed
 threshold 0.5, a difference-of-means direction cut at its class midpoint, and the shipped default (L2 1e-3, the cut
 calibrated to flag `--flag-rate` of a separate unlabelled draw of base-policy samples, as interventions.calibrate_probe
-does). A detection measurement, not a timing.
+does). A detection measurement, not a timing; ~4 min on 2 cores, plus the v6 organism build (~12 min) on a cache
+miss.
 
     python bench/probe_transfer.py [--prompts 24] [--group 8] [--form trailing|leading] [--flag-rate 0.1]
 """
