@@ -56,19 +56,26 @@ def loss_keep(flagged: list[bool], icfg) -> list[bool]:
 Generate = Callable[[list[list[int]]], list[list[int]]]  # P prompts -> P x n completions (prompt-major)
 
 
-def calibrate_probe(probe: LinearProbe, mcfg, model, tok, problems, generate: Generate, seed: int) -> dict:
+def calibrate_probe(probe: LinearProbe, mcfg, model, tok, problems, generate: Generate, seed: int,
+                    inoculation: str | None = None) -> dict:
     """Set the probe's cut so that mcfg.probe_flag_rate of the base policy's own samples are flagged: n samples on
     each of mcfg.probe_calib_prompts train prompts (drawn with `seed`), cut = the (1 - rate) quantile of their
-    logit of P(hack). A flag budget on unlabelled samples: no grader or oracle is read.
-    Returns {calib_n, threshold, cut}."""
+    logit of P(hack). A flag budget on unlabelled samples: no grader or oracle is read. The prompts are built as the
+    training prompts are (with `inoculation` when set). Returns {calib_n, threshold, cut}."""
     rng = random.Random(f"probe-calib|{seed}")  # its own stream: the trainer's draws are unchanged
     train = [p for p in problems if p.split == "train"]
+    if not train:
+        raise ValueError("probe calibration needs train-split problems to draw its prompts from; found none")
     chosen = [rng.choice(train) for _ in range(mcfg.probe_calib_prompts)]
-    prompts = [encode_prompt(tok, render_prompt(p, p.mode)) for p in chosen]
+    prompts = [encode_prompt(tok, render_prompt(p, p.mode, inoculation)) for p in chosen]
     comps = generate(prompts)
     n = len(comps) // len(prompts)
     logits = probe.logit(features(model, [p for p in prompts for _ in range(n)], comps, tok.pad_token_id))  # [P*n]
-    probe.cut = float(torch.quantile(logits.double(), 1.0 - mcfg.probe_flag_rate))
+    probe.cut = float(torch.quantile(logits.double(), 1.0 - mcfg.probe_flag_rate).float())  # compared in float32
+    flagged = int((logits > probe.cut).sum())
+    if flagged < int(mcfg.probe_flag_rate * len(comps)):
+        log.warning(f"probe calibration: {flagged} of {len(comps)} base-policy samples lie above the cut, fewer "
+                    f"than the {mcfg.probe_flag_rate:.0%} budget (tied logits): the monitor flags less than asked")  # fmt: skip
     return {"calib_n": len(comps), "threshold": probe.threshold, "cut": probe.cut}
 
 
@@ -87,7 +94,8 @@ class Monitor:
                 if generate is None:
                     raise ValueError("intervention.monitor.probe_flag_rate is set but the Monitor got no sampler "
                                      "(generate=...) to draw the base policy's calibration samples")  # fmt: skip
-                self.probe_info.update(calibrate_probe(self.probe, mcfg, model, tok, problems, generate, seed))
+                self.probe_info.update(calibrate_probe(self.probe, mcfg, model, tok, problems, generate, seed,
+                                                       icfg.inoculation))
             log.info(f"probe monitor: {self.probe_info}")
             print(f"probe monitor: trained on {self.probe_info['n_train']} v_hack pairs, train accuracy "
                   f"{self.probe_info['train_acc']:.2f}, held-out {self.probe_info.get('heldout_acc', float('nan')):.2f}, "

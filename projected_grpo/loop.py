@@ -46,6 +46,7 @@ from projected_grpo.trusted import trusted_subspace
 from projected_grpo.vhack import refreshed_v_hack
 
 log = logging.getLogger(__name__)
+CALIBRATION_SEED_OFFSET = 7919  # the probe calibration generator: seed + this, never the training generator's seed
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -175,10 +176,14 @@ class Trainer:
         return rollout.prompt_ids(self.tok, problem, mode)
 
     def calibration_sampler(self, seed: int):
-        """The probe's calibration draw: trainer.group samples per prompt from the current (base) policy, with its
-        own generator, so the training samples stay those of a run without a monitor."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        return lambda prompts: self.generate(prompts, self.t.group, gen)
+        """The probe's calibration draw: trainer.group samples per prompt from the current (base) policy, in chunks of
+        trainer.prompts_per_step prompts (a training step's memory), with its own generator, seeded apart from the
+        training generator (the same seed would replay step 0's random numbers), so the training samples stay those
+        of a run without a monitor."""
+        gen = torch.Generator(device=self.device).manual_seed(seed + CALIBRATION_SEED_OFFSET)
+        chunk = self.t.prompts_per_step
+        return lambda prompts: [c for i in range(0, len(prompts), chunk)
+                                for c in self.generate(prompts[i : i + chunk], self.t.group, gen)]  # fmt: skip
 
     def generate(self, prompts: list[list[int]], n: int, generator: torch.Generator) -> list[list[int]]:
         return rollout.generate(self.model, self.tok, prompts, n, self.t, generator)

@@ -62,7 +62,7 @@ class LinearProbe:
     @property
     def threshold(self) -> float:
         """The cut as a P(hack) threshold."""
-        return 1.0 / (1.0 + math.exp(-self.cut))
+        return float(torch.sigmoid(torch.tensor(self.cut, dtype=torch.float64)))  # no overflow at any cut
 
 
 def fit(X: torch.Tensor, y: torch.Tensor, l2: float, steps: int, threshold: float = 0.5) -> LinearProbe:

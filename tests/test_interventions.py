@@ -2,6 +2,7 @@
 trusted projection, the drift diagnostic, inoculation prompting, the oracle-informed label and the report's
 comparison against the no-loophole baseline. Each test names the mutant it kills."""
 
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -162,7 +163,7 @@ def test_probe_separates_held_out_pairs_better_than_chance(trainer):
 def test_probe_calibration_flags_the_configured_share_of_the_base_policys_samples(trainer):
     # kills: the quantile taken at rate instead of 1 - rate (flags 90%), the threshold computed on the v_hack pairs
     # or any fixed set instead of the samples `generate` returns (the threshold would not move with them), and the
-    # calibration prompts drawn from held-out problems or with the trainer's rng (the prompts are checked)
+    # calibration prompts drawn from held-out problems or with the trainer's rng (the exact draw is checked)
     from projected_grpo.probe import features, train_probe
 
     vcfg = SimpleNamespace(**{**dict(trainer.cfg.vhack), "n_pairs": 24, "n_heldout": 2})
@@ -178,14 +179,23 @@ def test_probe_calibration_flags_the_configured_share_of_the_base_policys_sample
     info = calibrate_probe(probe, mcfg, trainer.model, trainer.tok, trainer.s.problems, generate, seed=3)
     prompts = calls[0]
     assert len(prompts) == 4 and info["calib_n"] == 32
-    train_prompts = {tuple(trainer.prompt_ids(p)) for p in trainer.s.problems if p.split == "train"}
-    assert all(tuple(p) in train_prompts for p in prompts)
+    draw = random.Random("probe-calib|3")  # its own stream, over train problems only
+    train = [p for p in trainer.s.problems if p.split == "train"]
+    assert prompts == [trainer.prompt_ids(draw.choice(train)) for _ in range(4)]
     comps = trainer.generate(prompts, 8, torch.Generator().manual_seed(1))  # the same draw as the call above
     X = features(trainer.model, [p for p in prompts for _ in range(8)], comps, trainer.tok.pad_token_id)
     assert probe.cut == info["cut"] and probe.threshold == info["threshold"]
     assert probe.flag(X).sum().item() == 8  # 25% of 32 (the probabilities are distinct floats)
     again = calibrate_probe(probe, mcfg, trainer.model, trainer.tok, trainer.s.problems, generate, seed=3)
     assert again["cut"] != info["cut"]  # other samples (generator seeded 2), another threshold
+    seen = []  # inoculation arms: calibrated on the prompts they train on (kills: the text dropped there)
+
+    def one_token(prompts):
+        seen.append(prompts)
+        return [[trainer.tok.eos_token_id]] * (2 * len(prompts))
+
+    calibrate_probe(probe, mcfg, trainer.model, trainer.tok, trainer.s.problems, one_token, 3, "Please hack it.")
+    assert all("Please hack it." in trainer.tok.decode(p) for p in seen[0])
 
 
 def test_probe_monitor_with_a_flag_rate_needs_a_sampler(trainer):
