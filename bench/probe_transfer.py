@@ -4,9 +4,9 @@ Trains the probe on the library's (hack, clean) pairs as the probe arms do (proj
 P prompts x G base-policy samples of the v6 organism's train problems. The oracle's hack label is read here only to
 measure (AUC, TPR, FPR); training never sees it. Rows: the logistic probe at several L2 strengths with the fixed
 threshold 0.5, a difference-of-means direction cut at its class midpoint, and the shipped default (L2 1e-3, the cut
-calibrated to flag `--flag-rate` of a separate unlabelled draw of base-policy samples, as interventions.calibrate_probe
-does). A detection measurement, not a timing; ~4 min on 2 cores, plus the v6 organism build (~12 min) on a cache
-miss.
+calibrated by interventions.calibrate_probe to flag `--flag-rate` of its own unlabelled draw of base-policy
+samples). A detection measurement, not a timing; ~1-4 min on 2 cores, plus the v6 organism build (~12 min) on a
+cache miss.
 
     python bench/probe_transfer.py [--prompts 24] [--group 8] [--form trailing|leading] [--flag-rate 0.1]
 """
@@ -22,6 +22,7 @@ import torch
 from _common import compose
 
 from projected_grpo.env.grader import Grader
+from projected_grpo.interventions import calibrate_probe
 from projected_grpo.probe import LinearProbe, features, fit, pair_data
 from projected_grpo.rollout import decode, generate, prompt_ids
 from projected_grpo.setup import build_setup
@@ -57,7 +58,8 @@ def main() -> None:
     ap.add_argument("--flag-rate", type=float, default=0.1)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = compose(["model=organism", "organism@model.organism=v6", "arm=probe_screening", f"vhack.exploit_form={a.form}"])
+    cfg = compose(["model=organism", "organism@model.organism=v6", "arm=probe_screening", f"vhack.exploit_form={a.form}",
+                   f"intervention.monitor.probe_flag_rate={a.flag_rate}"])  # fmt: skip
     s = build_setup(cfg, Path(tempfile.mkdtemp()), with_v_hack=False)
     train_pairs, _ = make_pairs(cfg.vhack, s.problems, "real")
     X, y = pair_data(s.model, s.tokenizer, train_pairs)  # [2n, d], [2n]
@@ -81,13 +83,13 @@ def main() -> None:
     dm = LinearProbe(mu, sd, w, 0.0, 0.0)
     print(row("difference of means, class midpoint", dm.logit(Xs), float(0.5 * (dm.logit(X[y == 1]).mean()
                                                                                 + dm.logit(X[y == 0]).mean())), label))  # fmt: skip
-    p = fit(X, y, cfg.intervention.monitor.probe_l2, cfg.intervention.monitor.probe_steps)
-    cprompts, ccomps = draw(s, cfg, [rng.choice(train) for _ in range(8)], a.group, seed=1)  # unlabelled draw
-    cut = float(torch.quantile(p.logit(features(s.model, cprompts, ccomps, s.tokenizer.pad_token_id)).double(),
-                               1.0 - a.flag_rate))  # fmt: skip
-    print(row(f"logistic, L2 {cfg.intervention.monitor.probe_l2:g}, calibrated to flag {a.flag_rate:.0%} (default)",
-              p.logit(Xs), cut, label))  # fmt: skip
-
+    mon = cfg.intervention.monitor  # the shipped default, calibrated by the shipped code on an unlabelled draw
+    p = fit(X, y, mon.probe_l2, mon.probe_steps)
+    gen = torch.Generator().manual_seed(1)
+    calibrate_probe(p, mon, s.model, s.tokenizer, s.problems,
+                    lambda ps: generate(s.model, s.tokenizer, ps, a.group, cfg.trainer, gen), cfg.trainer.seed)  # fmt: skip
+    print(row(f"logistic, L2 {mon.probe_l2:g}, calibrated to flag {a.flag_rate:.0%} (default)", p.logit(Xs), p.cut,
+              label))  # fmt: skip
 
 if __name__ == "__main__":
     main()
