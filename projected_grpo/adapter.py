@@ -45,7 +45,8 @@ class AntiPaSTOLinear(nn.Module):
         self.delta_s_hack = nn.Parameter(torch.zeros(r, device=dev, dtype=torch.float32))  # quarantine
         self.folded = False
         # Optional per-example hooks (pergrad.py): unfolded path, called with (module, h [.., r], z [.., r]) on every
-        # forward; folded path, called with (module, per_ex [B, r] = Σ_t h ⊙ ∂L/∂z) in the backward.
+        # forward; folded path, called with (module) on every forward, returning the sink the backward hands
+        # per_ex [B, r] = Σ_t h ⊙ ∂L/∂z to.
         self.capture: Callable | None = None
         self.on_knob_grad: Callable | None = None
         self.fold_train = False  # the folded training forward (set_fold_train); route2's quarantine keeps unfolded
@@ -129,11 +130,13 @@ class AntiPaSTOLinear(nn.Module):
 
 class _FoldedKnob(torch.autograd.Function):
     """y = W' x + b (W' folded, no gradient); backward: ∂L/∂x = ∂L/∂y W' and the knob gradient
-    Σ_t h_t ⊙ dz_t with h = Vh x, dz = Uᵀ ∂L/∂y (float32), per example handed to module.on_knob_grad."""
+    Σ_t h_t ⊙ dz_t with h = Vh x, dz = Uᵀ ∂L/∂y (float32), per example handed to the sink module.on_knob_grad
+    returned when this forward ran."""
 
     @staticmethod
     def forward(ctx, x, knob, w, module):  # x [..., d_in], knob [r], w [d_out, d_in]
         ctx.module, ctx.w = module, w
+        ctx.sink = module.on_knob_grad(module) if module.on_knob_grad is not None else None
         ctx.save_for_backward(F.linear(x, module.Vh))  # h [..., r], as the unfolded path keeps it
         return F.linear(x, w, module.bias)
 
@@ -143,8 +146,8 @@ class _FoldedKnob(torch.autograd.Function):
         m = ctx.module
         dz = dy.matmul(m.U)  # [..., r] = Uᵀ ∂L/∂y
         per_ex = (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1)  # [B, r]
-        if m.on_knob_grad is not None:
-            m.on_knob_grad(m, per_ex)
+        if ctx.sink is not None:
+            ctx.sink(per_ex)
         dx = dy.matmul(ctx.w) if ctx.needs_input_grad[0] else None  # [..., d_in]
         return dx, per_ex.sum(0), None, None
 

@@ -84,11 +84,13 @@ def unflatten(obj, tensors: dict[str, torch.Tensor], path, field: str = ""):
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """The resolved config minus what may change on resume (trainer.resume, trainer.steps, logger, and
-    trainer.folded_forward: the adapter's training path, the same gradients to float rounding)."""
+    trainer.folded_forward and trainer.shared_prompt_backward: training paths with the same gradients to float
+    rounding)."""
     c = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     c["trainer"].pop("resume", None)
     c["trainer"].pop("steps", None)
     c["trainer"].pop("folded_forward", None)
+    c["trainer"].pop("shared_prompt_backward", None)
     c.pop("logger", None)
     return json.dumps(c, sort_keys=True)
 

@@ -13,11 +13,30 @@ from projected_grpo.grpo import advantages, token_loss_sum
 from projected_grpo.interventions import loss_keep, shaped_rewards
 from projected_grpo.pergrad import grouped_grads
 from projected_grpo.projection import cin
-from projected_grpo.tokens import completion_logprobs, pack
+from projected_grpo.tokens import completion_logprobs, pack, shared_prompt_logprobs
 
 
 def flags_of(r) -> list[bool]:
     return list(r.flagged) if r.flagged else [False] * len(r.rewards)
+
+
+def group_logprobs(model, r, pad_id: int, store, shared: bool):
+    """log p of one prompt's group of completions -> (logp [G, Lc], mask [G, Lc]), per-source gradient rows set on
+    `store` (None: no gradients taken). shared (trainer.shared_prompt_backward): the prompt runs once per source
+    present (tokens.shared_prompt_logprobs), else once per completion (the packed batch)."""
+    sources = torch.tensor(r.is_teacher).long()  # [G] 0 student, 1 teacher
+    if not shared:
+        if store is not None:
+            store.set_groups(sources, 2)
+        device = next(model.parameters()).device
+        ids, attn, cmask = (t.to(device) for t in pack([r.prompt_ids] * len(r.completion_ids), r.completion_ids, pad_id))
+        return completion_logprobs(model, ids, attn, cmask)
+    present = sources.unique()  # [S] sorted: the prompt rows' sources
+    if store is not None:
+        store.set_groups(present, 2)
+    rows = torch.searchsorted(present, sources)  # [G] each completion's prompt row
+    on_prompt = (lambda: store.set_groups(sources, 2)) if store is not None else None
+    return shared_prompt_logprobs(model, r.prompt_ids, r.completion_ids, rows, pad_id, on_prompt)
 
 
 def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int, route2=None,
@@ -28,6 +47,7 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
     icfg (cfg.intervention): penalty shapes the rewards of flagged samples before the advantages; screening
     masks flagged samples' tokens out of the loss after them (interventions.py; flags in Rollout.flagged)."""
     device = next(model.parameters()).device
+    shared = tcfg.shared_prompt_backward and route2 is None  # route2: the packed batch (group_logprobs)
     first = old_logps is None
     olds: list[torch.Tensor | None] = []
     teacher_in_loss = False
@@ -48,17 +68,19 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
                 olds.append(None)
                 continue  # contributes nothing (A = 0, and beta*KL alone is not worth a backward)
             teacher_in_loss |= any(r.is_teacher)
-            store.set_groups(torch.tensor(r.is_teacher), 2)  # per-source: 0 student, 1 teacher
-            if r2 is not None:  # mask=grad: one more group per rollout
-                store.onehot = r2.group_columns(store.onehot, i, len(rollouts))
-            ids, attn, cmask = pack([r.prompt_ids] * len(r.completion_ids), r.completion_ids, pad_id)
-            ids, attn, cmask = ids.to(device), attn.to(device), cmask.to(device)
             ref = None
             if tcfg.beta > 0:  # BEFORE the policy forward: the reference context zeroes the knobs and route2's
                 # A_q/B_q in place, which must not touch tensors the policy graph saved for its backward
                 with torch.no_grad(), reference_model(model):
-                    ref, _ = completion_logprobs(model, ids, attn, cmask)
-            logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
+                    ref, _ = group_logprobs(model, r, pad_id, None, shared)
+            if r2 is None:
+                logp, mask = group_logprobs(model, r, pad_id, store, shared)  # [G, Lc]
+            else:  # route2: its token masks and mask=grad columns are defined on the packed batch
+                store.set_groups(torch.tensor(r.is_teacher), 2)  # per-source: 0 student, 1 teacher
+                store.onehot = r2.group_columns(store.onehot, i, len(rollouts))  # mask=grad: a group per rollout
+                ids, attn, cmask = (t.to(device) for t in pack([r.prompt_ids] * len(r.completion_ids),
+                                                               r.completion_ids, pad_id))  # fmt: skip
+                logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
             old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
             olds.append(old)
             keep = torch.tensor(loss_keep(flags_of(r), icfg), device=mask.device)  # [G] screening
@@ -71,7 +93,7 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
             loss.backward()
             loss_total += float(loss.detach())
             kl_total += float(kl_g.sum())
-            n_tokens += int(cmask.sum())
+            n_tokens += sum(len(c) for c in r.completion_ids)
     zeros = {n: torch.zeros(m.r, device=device) for n, m in modules.items()}
     g_s = {n: store.grads[n][0] if n in store.grads else zeros[n] for n in modules}
     g_t = {n: store.grads[n][1] if n in store.grads else zeros[n] for n in modules}

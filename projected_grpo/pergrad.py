@@ -4,8 +4,10 @@ For a wrapped Linear, z = (Vh x) * knob and the loss gradient of one example w.r
     dL_b/dδS = Σ_t h_bt ⊙ (Uᵀ ∂L/∂y_bt) = Σ_t h_bt ⊙ ∂L/∂z_bt        h = Vh x  [B, T, r]
 A forward hook keeps h (autograd keeps it anyway) and a tensor hook on z reduces h ⊙ ∂L/∂z over tokens
 and over the examples of each group as the backward pass reaches it. On the folded training forward
-(adapter._FoldedKnob) the backward itself computes the per-example sums and hands them to `on_knob_grad`. Examples never interact in a
-causal LM forward with a padding mask, so the result is exact (== a loop of per-example backwards).
+(adapter._FoldedKnob) the backward itself computes the per-example sums and hands them to the sink `on_knob_grad`
+returned at forward time. The group rows are bound at FORWARD time, so one backward may cover forwards of different
+batches (the shared-prompt pass: S prompt rows, then G completion rows; set_groups before each). Examples never
+interact in a causal LM forward with a padding mask, so the result is exact (== a loop of per-example backwards).
 The gradient w.r.t. delta_s_hack is the same tensor (the forward uses delta_s + delta_s_hack).
 """
 
@@ -28,9 +30,13 @@ class GradStore:
         """Group ids [B] of the NEXT forward's batch rows (e.g. 0 = student, 1 = teacher)."""
         self.onehot = torch.nn.functional.one_hot(groups.long(), n_groups).float()
 
-    def add(self, name: str, per_ex: torch.Tensor) -> None:
-        """per_ex [B, r]: one backward's per-example δS gradients, summed into the groups of the current rows."""
-        g = self.onehot.to(per_ex).T @ per_ex  # [n_groups, r]
+    def add(self, name: str, per_ex: torch.Tensor, onehot: torch.Tensor) -> None:
+        """per_ex [B, r]: per-example δS gradients of one forward's rows, summed into their groups (onehot
+        [B, n_groups], bound when that forward ran)."""
+        if onehot.shape[0] != per_ex.shape[0]:
+            raise RuntimeError(f"pergrad: {per_ex.shape[0]} example rows in the backward of a forward whose groups "
+                               f"were set for {onehot.shape[0]} rows; call set_groups before each forward")  # fmt: skip
+        g = onehot.to(per_ex).T @ per_ex  # [n_groups, r]
         self.grads[name] = self.grads[name] + g if name in self.grads else g
 
     def hook(self, name: str):
@@ -39,20 +45,23 @@ class GradStore:
         def capture(module: AntiPaSTOLinear, h: torch.Tensor, z: torch.Tensor) -> None:
             if not z.requires_grad:
                 return
+            onehot = self.onehot  # this forward's rows
 
             def on_grad(dz: torch.Tensor) -> None:
                 # h, dz: [B, T, r] (or [B, r]); sum over tokens
-                self.add(name, (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1))  # [B, r]
+                self.add(name, (h.float() * dz.float()).reshape(h.shape[0], -1, h.shape[-1]).sum(1), onehot)  # [B, r]
 
             z.register_hook(on_grad)
 
         return capture
 
     def folded_hook(self, name: str):
-        """The folded path's backward callback: per_ex [B, r] computed by adapter._FoldedKnob."""
+        """The folded path: called by adapter._FoldedKnob's forward, returns the sink its backward hands
+        per_ex [B, r] to (bound to this forward's rows)."""
 
-        def on_knob_grad(module: AntiPaSTOLinear, per_ex: torch.Tensor) -> None:
-            self.add(name, per_ex)
+        def on_knob_grad(module: AntiPaSTOLinear):
+            onehot = self.onehot
+            return lambda per_ex: self.add(name, per_ex, onehot)
 
         return on_knob_grad
 

@@ -75,6 +75,44 @@ def completion_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, cmask: tor
     return logp, cmask[:, -lc:]
 
 
+def shared_prompt_logprobs(model, prompt: list[int], completions: list[list[int]], rows: torch.Tensor, pad_id: int,
+                           on_prompt=None):  # fmt: skip
+    """completion_logprobs of `pack([prompt] * G, completions)` with the prompt run once per prompt row instead of
+    once per completion: a prompt pass over S rows (S = rows.max() + 1, identical ids) keeps its K/V (with their
+    graph), each completion row b continues from prompt row rows[b]. Same log-probs to float rounding, gradients
+    included (the prompt's K/V gradient is the sum over the completions that read it, as in the packed batch).
+    rows [G] long: one prompt row per gradient group (e.g. source), so per-row gradients (pergrad) stay exact.
+    on_prompt(), if given, runs between the prompt pass and the completion pass (pergrad.set_groups for the rows).
+    Not under gradient checkpointing (it drops the cache; config/validate refuses the pair).
+    -> (logp [G, Lc], mask [G, Lc])"""
+    device = next(model.parameters()).device
+    rows = rows.to(device)
+    S, G = int(rows.max()) + 1, len(completions)
+    p = torch.tensor([prompt] * S, dtype=torch.long, device=device)  # [S, Lp], no padding
+    out = model(input_ids=p, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1].float()  # [S, V]: predicts completion token 0
+    cache = out.cache
+    cache.reorder_cache(rows)  # [G, heads, Lp, d] per layer: index_select, gradients flow back to the S rows
+    if on_prompt is not None:
+        on_prompt()
+    lc = max(len(c) for c in completions)
+    ids = torch.full((G, lc), pad_id, dtype=torch.long)  # right-padded completions
+    cattn = torch.zeros((G, lc), dtype=torch.long)
+    for b, c in enumerate(completions):
+        ids[b, : len(c)] = torch.tensor(c, dtype=torch.long)
+        cattn[b, : len(c)] = 1
+    ids, cattn = ids.to(device), cattn.to(device)
+    lp = len(prompt)
+    logits = first[rows][:, None]  # [G, 1, V]
+    if lc > 1:  # the last token's output predicts nothing: fed up to lc - 1
+        attn = torch.cat([torch.ones((G, lp), dtype=torch.long, device=device), cattn[:, :-1]], 1)  # [G, Lp+Lc-1]
+        pos = (lp + torch.arange(lc - 1, device=device))[None].expand(G, -1)  # as pack's cumsum (no left padding)
+        rest = model(input_ids=ids[:, :-1], attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
+        logits = torch.cat([logits, rest.logits.float()], 1)  # [G, Lc, V]
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[..., None]).squeeze(-1)  # [G, Lc]
+    return logp, cattn
+
+
 def completion_nll(model, ids, attn, cmask) -> torch.Tensor:
     """Mean completion-token NLL per example -> [B]."""
     lp, mask = completion_logprobs(model, ids, attn, cmask)

@@ -112,7 +112,7 @@ def test_w_prime_is_refolded_when_the_knob_changes():
 def test_grpo_backward_per_source_gradients_match(beta):
     # the Dr.GRPO backward end to end (one backward per prompt, teacher rows, the KL reference with knobs zeroed)
     # kills: the reference forward using the cached W' (the KL term and its gradient change when beta > 0)
-    tcfg = SimpleNamespace(beta=beta, clip_eps=0.2, prompts_per_step=2)
+    tcfg = SimpleNamespace(beta=beta, clip_eps=0.2, prompts_per_step=2, shared_prompt_backward=False)
     rollouts = [Rollout(None, p, [c, c[::-1] + [9], [60, 61], c[:1]], [""] * 4, [False, False, True, True],
                         [1.0, 0.0, 1.25, 0.25], [False] * 4, [False] * 4) for p, c in zip(PROMPTS[:2], COMPS[:2])]  # fmt: skip
     out = {}

@@ -258,6 +258,11 @@ class TrainerConfig:
     # gradients (4 matmuls per token instead of 6, same gradients to float rounding); false = the unfolded
     # W x + U(knob * Vh x). route2's quarantined modules always run unfolded.
     folded_forward: bool = True
+    # GRPO backward (loss.group_logprobs): true = each group's prompt runs once per source (student/teacher) and its
+    # K/V are shared by the completions (tokens.shared_prompt_logprobs; the same log-probs and per-source gradients
+    # to float rounding); false = once per completion (the packed batch). route2 always uses the packed batch.
+    # Needs grad_checkpointing=false (checkpointed layers drop the K/V cache).
+    shared_prompt_backward: bool = True
     # drift diagnostic (projected_grpo/drift.py): canonical correlations of consecutive windows' top δS-update
     # directions, every drift_window steps, top drift_k directions per window
     drift_window: int = 5

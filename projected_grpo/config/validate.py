@@ -119,6 +119,9 @@ def validate(cfg) -> None:
     _check(t.eval_prompts_per_mode >= 1, "trainer.eval_prompts_per_mode", t.eval_prompts_per_mode, "an integer >= 1")
     _check(t.updates_per_batch >= 1, "trainer.updates_per_batch", t.updates_per_batch,
            "an integer >= 1 (1 = one on-policy update per generated batch)")  # fmt: skip
+    _check(not (t.shared_prompt_backward and t.grad_checkpointing), "trainer.shared_prompt_backward",
+           t.shared_prompt_backward, "false with trainer.grad_checkpointing=true (checkpointed decoder layers drop the "
+           "prompt's K/V cache the shared pass needs); set trainer.shared_prompt_backward=false")  # fmt: skip
     _check(t.torch_threads >= 0, "trainer.torch_threads", t.torch_threads, "an integer >= 0 (0 = torch default)")
     _check(cfg.env.n_workers >= 1, "env.n_workers", cfg.env.n_workers, "an integer >= 1")
     _check(0.0 <= cfg.env.heldout_frac < 1.0, "env.heldout_frac", cfg.env.heldout_frac,
