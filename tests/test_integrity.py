@@ -251,7 +251,9 @@ def test_damaged_checkpoint_is_refused_with_path_and_fix(tmp_path, damage):
 def test_the_adapter_training_path_is_not_part_of_the_resume_fingerprint():
     # trainer.folded_forward changes float rounding only (tests/test_folded_forward.py), so a run checkpointed before
     # the option existed (or on the other path) resumes; any other trainer field still changes the fingerprint.
-    # kills: the pop of folded_forward dropped (resuming a pre-folded-forward checkpoint refused)
+    # kills: the pop of folded_forward dropped (resuming a pre-folded-forward checkpoint refused); the same for
+    # trainer.shared_prompt_backward (tests/test_shared_prompt.py)
     fp = checkpoint.config_fingerprint
     assert fp(compose(["trainer.folded_forward=false"])) == fp(compose(["trainer.folded_forward=true"]))
+    assert fp(compose(["trainer.shared_prompt_backward=false"])) == fp(compose([]))
     assert fp(compose(["trainer.lr=0.5"])) != fp(compose([]))

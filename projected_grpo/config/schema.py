@@ -254,14 +254,10 @@ class TrainerConfig:
     eval_prompts_per_mode: int = 3
     torch_threads: int = 1  # CPU threads for torch; 1 is fastest on a shared 2-core box; 0 = torch's default
     grad_checkpointing: bool = False  # recompute decoder layers in the GRPO backward (big models: see model yaml)
-    # training forward of the SVD adapter (adapter.py): true = folded W' = W + U diag(knob) Vh with hook-computed knob
-    # gradients (4 matmuls per token instead of 6, same gradients to float rounding); false = the unfolded
-    # W x + U(knob * Vh x). route2's quarantined modules always run unfolded.
+    # training paths, the same gradients to float rounding (README: trainer): folded_forward = W' = W + U diag(knob) Vh
+    # with hook-computed knob gradients (adapter.py; route2's quarantine unfolded); shared_prompt_backward = the prompt
+    # once per source, its K/V shared by the completions (loss.group_logprobs; needs grad_checkpointing=false)
     folded_forward: bool = True
-    # GRPO backward (loss.group_logprobs): true = each group's prompt runs once per source (student/teacher) and its
-    # K/V are shared by the completions (tokens.shared_prompt_logprobs; the same log-probs and per-source gradients
-    # to float rounding); false = once per completion (the packed batch). route2 always uses the packed batch.
-    # Needs grad_checkpointing=false (checkpointed layers drop the K/V cache).
     shared_prompt_backward: bool = True
     # drift diagnostic (projected_grpo/drift.py): canonical correlations of consecutive windows' top δS-update
     # directions, every drift_window steps, top drift_k directions per window
