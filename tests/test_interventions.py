@@ -205,6 +205,33 @@ def test_probe_monitor_with_a_flag_rate_needs_a_sampler(trainer):
         Monitor(icfg, trainer.cfg.vhack, trainer.model, trainer.tok, trainer.s.problems, seed=0)
 
 
+def test_trainer_calibrates_the_probe_with_its_own_generator_in_training_chunks(tmp_path, monkeypatch):
+    # the Trainer's wiring of the calibration (fast; the slow no-cheat test covers a whole run). kills: the
+    # calibration sampler seeded with trainer.seed (it would replay step 0's random numbers), the whole prompt list
+    # sampled in one call (not a training step's memory), samples per prompt other than trainer.group, the training
+    # generator drawn from before step 0
+    from projected_grpo import loop, rollout
+
+    seen = []
+    real = rollout.generate
+
+    def spy(model, tok, prompts, n, tcfg, generator):
+        seen.append((len(prompts), n, generator.initial_seed()))
+        return real(model, tok, prompts, n, tcfg, generator)
+
+    monkeypatch.setattr(rollout, "generate", spy)
+    cfg = compose(FAST + ["trainer.steps=1", "arm=probe_screening", "intervention.monitor.probe_calib_prompts=5"])
+    t = Trainer(cfg, build_setup(cfg, tmp_path / "run"))
+    try:
+        seed, G, P = cfg.trainer.seed, cfg.trainer.group, cfg.trainer.prompts_per_step
+        assert seen == [(2, G, seed + loop.CALIBRATION_SEED_OFFSET), (2, G, seed + loop.CALIBRATION_SEED_OFFSET),
+                        (1, G, seed + loop.CALIBRATION_SEED_OFFSET)] and P == 2  # fmt: skip
+        assert t.monitor.probe_info["calib_n"] == 5 * G and t.monitor.probe.cut == t.monitor.probe_info["cut"]
+        assert torch.equal(t.gen.get_state(), torch.Generator().manual_seed(seed).get_state())  # untouched
+    finally:
+        t.close()
+
+
 # -- 4. trusted projection and drift ---------------------------------------------------------------
 
 
