@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     from projected_grpo.env.completions import contrastive_pairs
     from projected_grpo.env.problems import embedded_problems
     from projected_grpo.model import build_model
-    from projected_grpo.modes import Mode
+    from projected_grpo.modes import ALL_MODES
     from projected_grpo.vhack import MICRO_BATCH, per_completion_grads, per_completion_grads_loop
     from tests.conftest import compose
 
@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
     cache_dir = Path(cfg.paths.cache_dir).expanduser()
     model, tok = build_model(cfg.model, cache_dir)
     wrap_model(model, list(cfg.model.target_suffixes), cache_dir)
-    pairs = contrastive_pairs(embedded_problems(), list(Mode))[:N_PAIRS]
+    pairs = contrastive_pairs(embedded_problems(), list(ALL_MODES))[:N_PAIRS]
 
     def timed(fn, n):
         times, out = [], None
