@@ -220,6 +220,26 @@ def test_swept_override_enters_the_arm_label(tmp_path, base_config):
     assert main["route_real vhack.k=12"][0][5] == "-0.400 ± 0.000 [-0.400, -0.400] (n=2)"
 
 
+def test_a_key_constant_within_each_arm_is_not_in_its_label(tmp_path, base_config):
+    # route's own projection.space=update beside vanilla/erase at grad is the arm's setting, named by its base; the
+    # same key swept within route stays in the label. kills: the within-base rule dropped (labels "route_real
+    # projection.space=update", "vanilla projection.space=grad"), or applied across bases (the swept space vanishes
+    # and two configs average into one row)
+    for seed in (41, 42):
+        write_job(tmp_path, f"v{seed}", make_config(base_config, seed=seed), 0.5, 0.5)
+        route = make_config(base_config, "route", seed=seed)
+        route["projection"]["space"] = "update"
+        write_job(tmp_path, f"r{seed}", route, 0.4, 0.5)
+    main = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Student hack and solve"))
+    assert set(main) == {"vanilla", "route_real"}
+    grad = make_config(base_config, "route", seed=41)
+    grad["projection"]["space"] = "grad"
+    write_job(tmp_path, "rg41", grad, 0.3, 0.5)
+    main = rows_by_label(section(report.build_report([tmp_path]).read_text(), "Student hack and solve"))
+    assert set(main) == {"vanilla projection.space=grad", "route_real projection.space=update",
+                         "route_real projection.space=grad"}  # fmt: skip
+
+
 def test_heldout_modes_reported_apart(tmp_path, base_config):
     known = MIXED[:3]  # file_marker held out
     for seed in (41, 42):

@@ -237,6 +237,12 @@ def assign_labels(done: list[Job]) -> None:
     keys = varying_keys(done)
     if len({j.flat.get("reward_mode.name") for j in done if j.base != "no_loophole"}) <= 1:
         keys = [k for k in keys if k not in REWARD_KEYS]  # only the no_loophole base differs: named by it
+    # a key that never varies among the jobs of one base is that arm's own setting (route's projection.space=update):
+    # named by the base; a key swept within a base (vhack.k=1,5,12) stays in the label
+    by_base = defaultdict(set)
+    for job in done:
+        by_base[job.base].add(tuple(job.flat.get(k) for k in keys))
+    keys = [k for i, k in enumerate(keys) if any(len({v[i] for v in vals}) > 1 for vals in by_base.values())]
     for job in done:
         parts = [p for p in (label_part(job, k) for k in keys) if p]
         job.label = " ".join([job.base, *parts])
