@@ -108,22 +108,24 @@ def test_w_prime_is_refolded_when_the_knob_changes():
     assert torch.allclose(model(ids).logits, after, rtol=RTOL, atol=1e-5) and m0._wf is w
 
 
+def backward_once(rollouts, beta: float, fold: bool, shared: bool):
+    """One Dr.GRPO backward of `rollouts` on a fresh wrapped model (seed 3) -> (its stats, δS gradients by module)."""
+    model = wrapped(seed=3)
+    set_fold_train(model, fold)
+    mods = adapter_modules(model)
+    opt = torch.optim.SGD([p for m in mods.values() for p in (m.delta_s, m.delta_s_hack)], lr=0.1)
+    tcfg = SimpleNamespace(beta=beta, clip_eps=0.2, prompts_per_step=2, shared_prompt_backward=shared)
+    b = grpo_backward(model, mods, opt, rollouts, tcfg, denom=32.0, pad_id=0)
+    return b, {n: m.delta_s.grad.clone() for n, m in mods.items()}
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.05])
 def test_grpo_backward_per_source_gradients_match(beta):
     # the Dr.GRPO backward end to end (one backward per prompt, teacher rows, the KL reference with knobs zeroed)
     # kills: the reference forward using the cached W' (the KL term and its gradient change when beta > 0)
-    tcfg = SimpleNamespace(beta=beta, clip_eps=0.2, prompts_per_step=2, shared_prompt_backward=False)
     rollouts = [Rollout(None, p, [c, c[::-1] + [9], [60, 61], c[:1]], [""] * 4, [False, False, True, True],
                         [1.0, 0.0, 1.25, 0.25], [False] * 4, [False] * 4) for p, c in zip(PROMPTS[:2], COMPS[:2])]  # fmt: skip
-    out = {}
-    for fold in (False, True):
-        model = wrapped(seed=3)
-        set_fold_train(model, fold)
-        mods = adapter_modules(model)
-        opt = torch.optim.SGD([p for m in mods.values() for p in (m.delta_s, m.delta_s_hack)], lr=0.1)
-        b = grpo_backward(model, mods, opt, rollouts, tcfg, denom=32.0, pad_id=0)
-        out[fold] = (b, {n: m.delta_s.grad.clone() for n, m in mods.items()})
-    (bu, gu), (bf, gf) = out[False], out[True]
+    (bu, gu), (bf, gf) = (backward_once(rollouts, beta, fold, shared=False) for fold in (False, True))
     assert bf["loss"] == pytest.approx(bu["loss"], rel=1e-5, abs=1e-7)
     assert bf["kl"] == pytest.approx(bu["kl"], rel=1e-4, abs=1e-9)
     if beta > 0:

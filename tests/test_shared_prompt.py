@@ -3,19 +3,17 @@ once per source and its K/V feed every completion, against the packed batch (the
 same log-probs, the same δS gradients per module and per source (student/teacher), folded and unfolded adapter,
 through the Dr.GRPO backward with the KL reference."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from projected_grpo.adapter import adapter_modules, set_fold_train
 from projected_grpo.config import ConfigError, validate
-from projected_grpo.loss import grpo_backward
 from projected_grpo.pergrad import grouped_grads
 from projected_grpo.rollout import Rollout
 from projected_grpo.tokens import completion_logprobs, pack, shared_prompt_logprobs
 from tests.conftest import compose
-from tests.test_folded_forward import ATOL, RTOL, wrapped
+from tests.test_folded_forward import ATOL, RTOL, backward_once, wrapped
 
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
 COMPS = [[20, 21, 22, 23], [30, 31], [40, 41, 42, 43, 44], [50], [60, 61, 62]]  # ragged: right padding
@@ -85,16 +83,7 @@ def test_grpo_backward_shared_prompt_matches_packed(beta):
     # the Dr.GRPO backward end to end: loss, KL (reference forward through the shared path too), per-source gradients
     # kills: the row map taken as the sources themselves (a teacher-only group then runs 2 prompt rows against
     # 1 group row); the prompt rows' groups set to the completions' sources
-    out = {}
-    for shared in (False, True):
-        model = wrapped(seed=3)
-        set_fold_train(model, True)
-        mods = adapter_modules(model)
-        opt = torch.optim.SGD([p for m in mods.values() for p in (m.delta_s, m.delta_s_hack)], lr=0.1)
-        tcfg = SimpleNamespace(beta=beta, clip_eps=0.2, prompts_per_step=2, shared_prompt_backward=shared)
-        b = grpo_backward(model, mods, opt, rollouts(), tcfg, denom=32.0, pad_id=0)
-        out[shared] = (b, {n: m.delta_s.grad.clone() for n, m in mods.items()})
-    (bp, gp), (bs, gs) = out[False], out[True]
+    (bp, gp), (bs, gs) = (backward_once(rollouts(), beta, fold=True, shared=shared) for shared in (False, True))
     assert bs["loss"] == pytest.approx(bp["loss"], rel=1e-5, abs=1e-7)
     assert bs["kl"] == pytest.approx(bp["kl"], rel=1e-4, abs=1e-9)
     assert (bp["kl"] > 0) == (beta > 0)
