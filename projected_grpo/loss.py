@@ -20,6 +20,11 @@ def flags_of(r) -> list[bool]:
     return list(r.flagged) if r.flagged else [False] * len(r.rewards)
 
 
+def packed_group(r, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One prompt's group as a packed batch (tokens.pack): ids, attn, cmask [G, T] on `device`."""
+    return tuple(t.to(device) for t in pack([r.prompt_ids] * len(r.completion_ids), r.completion_ids, pad_id))
+
+
 def group_logprobs(model, r, pad_id: int, store, shared: bool):
     """log p of one prompt's group of completions -> (logp [G, Lc], mask [G, Lc]), per-source gradient rows set on
     `store` (None: no gradients taken). shared (trainer.shared_prompt_backward): the prompt runs once per source
@@ -28,9 +33,7 @@ def group_logprobs(model, r, pad_id: int, store, shared: bool):
     if not shared:
         if store is not None:
             store.set_groups(sources, 2)
-        device = next(model.parameters()).device
-        ids, attn, cmask = (t.to(device) for t in pack([r.prompt_ids] * len(r.completion_ids), r.completion_ids, pad_id))
-        return completion_logprobs(model, ids, attn, cmask)
+        return completion_logprobs(model, *packed_group(r, pad_id, next(model.parameters()).device))
     present = sources.unique()  # [S] sorted: the prompt rows' sources
     if store is not None:
         store.set_groups(present, 2)
@@ -78,8 +81,7 @@ def grpo_backward(model, modules, opt, rollouts, tcfg, denom: float, pad_id: int
             else:  # route2: its token masks and mask=grad columns are defined on the packed batch
                 store.set_groups(torch.tensor(r.is_teacher), 2)  # per-source: 0 student, 1 teacher
                 store.onehot = r2.group_columns(store.onehot, i, len(rollouts))  # mask=grad: a group per rollout
-                ids, attn, cmask = (t.to(device) for t in pack([r.prompt_ids] * len(r.completion_ids),
-                                                               r.completion_ids, pad_id))  # fmt: skip
+                ids, attn, cmask = packed_group(r, pad_id, device)
                 logp, mask = completion_logprobs(model, ids, attn, cmask)  # [G, Lc]
             old = logp.detach() if first else old_logps[i]  # the sampling policy's log-probs [G, Lc]
             olds.append(old)

@@ -95,13 +95,8 @@ def shared_prompt_logprobs(model, prompt: list[int], completions: list[list[int]
     cache.reorder_cache(rows)  # [G, heads, Lp, d] per layer: index_select, gradients flow back to the S rows
     if on_prompt is not None:
         on_prompt()
-    lc = max(len(c) for c in completions)
-    ids = torch.full((G, lc), pad_id, dtype=torch.long)  # right-padded completions
-    cattn = torch.zeros((G, lc), dtype=torch.long)
-    for b, c in enumerate(completions):
-        ids[b, : len(c)] = torch.tensor(c, dtype=torch.long)
-        cattn[b, : len(c)] = 1
-    ids, cattn = ids.to(device), cattn.to(device)
+    ids, cattn, _ = (t.to(device) for t in pack([[]] * G, completions, pad_id))  # right-padded completions [G, Lc]
+    lc = ids.shape[1]
     lp = len(prompt)
     logits = first[rows][:, None]  # [G, 1, V]
     if lc > 1:  # the last token's output predicts nothing: fed up to lc - 1
