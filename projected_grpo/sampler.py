@@ -1,15 +1,16 @@
 """A lean batched sampler: KV cache, one forward per token, no per-token framework overhead.
 
 Use it under `adapter.folded(model)` so the knobs cost nothing. Sampling uses an explicit
-torch.Generator (its state is checkpointed), temperature scaling and plain multinomial draws;
+torch.Generator (its state is checkpointed), temperature scaling and torch.multinomial's draws (`draw`);
 temperature=0 is greedy. Finished rows keep emitting pad and are masked.
 
 Two decode paths, same tokens:
   * lean (Qwen3-style decoders: full attention, RMSNorm, q/k-norm, RoPE, SwiGLU): the decoder is run
-    directly from its weights with a static preallocated KV cache, one boolean mask and one RoPE table
-    computed once per call, F.rms_norm and SDPA with GQA; no HF mask building, cache objects or module
-    dispatch per token; each distinct prompt is prefilled once and its KV cache copied to the rows that repeat
-    it (the G samples of a prompt). Linear layers are called through their weights when they are plain or folded
+    directly from its weights with a static preallocated KV cache, one boolean mask (none in the decode when no row
+    is padded) and one RoPE table computed once per call, F.rms_norm, SDPA with GQA, a direct mm per Linear on the
+    residual rows [B T, H], under inference_mode; no HF mask building, cache objects or module dispatch per token;
+    each distinct prompt is prefilled once and its KV cache copied to the rows that repeat it (the G samples of a
+    prompt). Linear layers are called through their weights when they are plain or folded
     (`AntiPaSTOLinear.folded`), through the module otherwise (so an unfolded adapter still counts).
   * generic (any causal LM): the model's own forward with a DynamicCache, used when the lean path does
     not recognise the architecture or a module carries forward hooks.
@@ -23,7 +24,7 @@ from torch import nn
 from transformers import DynamicCache
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no_grad's tokens, without autograd's view/version bookkeeping on every small op
 def sample(
     model,
     prompts: list[list[int]],
@@ -92,11 +93,13 @@ def _strip(row: list[int], eos_id: int) -> list[int]:
 
 
 def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """logits [B, V] -> token ids [B]."""
+    """logits [B, V] -> token ids [B]: argmax(p / q), q ~ Exp(1) i.i.d. (the exponential race), p the tempered softmax.
+    This is how torch.multinomial(p, 1) draws (same random numbers, same tokens; tests/test_speed_paths.py), without
+    its input checks; x / 1.0 is exact, so temperature 1 skips the division."""
     if temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, -1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(logits if temperature == 1 else logits / temperature, -1)  # [B, V]
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -111,22 +114,34 @@ def _rms(x: torch.Tensor, w: torch.Tensor | None, eps: float) -> torch.Tensor:
     return y if w is None else w * y
 
 
-def _rot(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., h:], x[..., :h]), -1) * sin
+def _signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin [..., hd] -> [-sin_1, sin_2] (halves), so that rotate_half(x) * sin == x.roll(hd / 2) * signed_sin exactly
+    (a sign flip commutes with rounding)."""
+    h = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :h], sin[..., h:]), -1)
+
+
+def _rot(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """RoPE, x * cos + rotate_half(x) * sin, rotate_half(x) = [-x_2, x_1], in 4 ops instead of 7."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
+
+
+def _mm(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """x [N, d_in] @ wt [d_in, d_out] (+ b): the mm/addmm that F.linear dispatches to for a 2-D input, called directly."""
+    return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
 
 
 class _Lin:
-    """A Linear's forward: through its weights when plain or folded, else through the module."""
+    """A Linear's forward on rows x [N, d_in]: through its weights when plain or folded, else through the module."""
 
-    __slots__ = ("b", "m", "w")
+    __slots__ = ("b", "m", "wt")
 
     def __init__(self, m: nn.Module):
         plain = type(m) is nn.Linear or bool(getattr(m, "folded", False))
-        self.w, self.b, self.m = (m.weight, m.bias, None) if plain else (None, None, m)
+        self.wt, self.b, self.m = (m.weight.t(), m.bias, None) if plain else (None, None, m)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.w, self.b) if self.m is None else self.m(x)
+        return _mm(x, self.wt, self.b) if self.m is None else self.m(x)
 
 
 FUSE_MAX_PARAMS = 100_000_000  # concatenate q/k/v and gate/up weights per call below this model size
@@ -138,19 +153,18 @@ class _Cat:
 
     def __init__(self, mods: list[nn.Module], fuse: bool):
         self.lins = [_Lin(m) for m in mods]
-        self.sizes = [m.out_features for m in mods]
-        self.w = self.b = None
+        self.wt = self.b = None
         if fuse and all(lin.m is None for lin in self.lins):
-            self.w = torch.cat([lin.w for lin in self.lins])
+            self.wt = torch.cat([lin.wt.t() for lin in self.lins]).t()  # [d_in, sum d_out], F.linear's layout
             if all(lin.b is not None for lin in self.lins):
                 self.b = torch.cat([lin.b for lin in self.lins])
             elif any(lin.b is not None for lin in self.lins):
-                self.w = None
+                self.wt = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w is None:
+        if self.wt is None:
             return torch.cat([lin(x) for lin in self.lins], -1)
-        return F.linear(x, self.w, self.b)
+        return _mm(x, self.wt, self.b)
 
 
 class _LeanQwen3:
@@ -190,25 +204,27 @@ class _LeanQwen3:
         except AttributeError:
             return None
 
-    def forward(self, x, cos, sin, mask, K, V, s: int) -> torch.Tensor:
-        """x [B, T, H] at cache columns s..s+T -> hidden [B, T, H]; writes K/V [n_layers][B, nkv, S, hd]."""
-        B, T, _ = x.shape
+    def forward(self, x, cos, signed_sin, mask, K, V, s: int) -> torch.Tensor:
+        """x [B, T, H] at cache columns s..s+T -> hidden [B, T, H]; writes K/V [n_layers][B, nkv, S, hd]. The
+        residual stream runs as rows [B T, H], so every Linear is one direct mm."""
+        B, T, H = x.shape
         hd, eps = self.hd, self.eps
         nh, nkv = self.nh, self.nkv
+        x = x.reshape(B * T, H)
         for i, (w_in, qkv, wqk, o_p, w_post, gate_up, d_p, act) in enumerate(self.layers):
-            y = qkv(_rms(x, w_in, eps))  # [B, T, (nh + 2 nkv) hd]
-            qk, v = y[..., : (nh + nkv) * hd].view(B, T, nh + nkv, hd), y[..., (nh + nkv) * hd :]
+            y = qkv(_rms(x, w_in, eps))  # [B T, (nh + 2 nkv) hd]
+            qk, v = y[:, : (nh + nkv) * hd].view(B, T, nh + nkv, hd), y[:, (nh + nkv) * hd :]
             # q_norm and k_norm in one normalisation, RoPE on q and k at once
-            qk = _rot((_rms(qk, None, eps) * wqk).transpose(1, 2), cos, sin)  # [B, nh + nkv, T, hd]
+            qk = _rot((_rms(qk, None, eps) * wqk).transpose(1, 2), cos, signed_sin)  # [B, nh + nkv, T, hd]
             K[i][:, :, s : s + T] = qk[:, nh:]
             V[i][:, :, s : s + T] = v.view(B, T, nkv, hd).transpose(1, 2)
             a = F.scaled_dot_product_attention(
                 qk[:, :nh], K[i][:, :, : s + T], V[i][:, :, : s + T], attn_mask=mask, enable_gqa=nh != nkv
-            )
-            x = x + o_p(a.transpose(1, 2).reshape(B, T, nh * hd))
+            )  # [B, nh, T, hd]
+            x = x + o_p(a.transpose(1, 2).reshape(B * T, nh * hd))
             gu = gate_up(_rms(x, w_post, eps))
-            x = x + d_p(act(gu[..., : gu.shape[-1] // 2]) * gu[..., gu.shape[-1] // 2 :])
-        return x
+            x = x + d_p(act(gu[:, : gu.shape[-1] // 2]) * gu[:, gu.shape[-1] // 2 :])
+        return x.view(B, T, H)
 
     def decode(self, model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, generator,
                share_prompts: bool = True) -> torch.Tensor:  # fmt: skip
@@ -219,7 +235,7 @@ class _LeanQwen3:
         pos = (attn.cumsum(1) - 1).clamp(min=0)
         pos = torch.cat([pos, pos[:, -1:] + 1 + torch.arange(max_new_tokens, device=dev)], 1)  # [B, S]
         cos, sin = self.rotary(self.embed[:1], pos)  # [B, S, hd]
-        cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, hd]
+        cos, sin = cos[:, None], _signed_sin(sin[:, None])  # [B, 1, S, hd]; sin signed for _rot
         valid = torch.ones(B, S, dtype=torch.bool, device=dev)
         valid[:, :L] = attn.bool()
         # prefill: causal + key padding; a padding query attends to itself (finite, never read)
@@ -237,6 +253,7 @@ class _LeanQwen3:
             x = x[src]  # [B, L, H]
         out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        padded = not bool(valid.all())  # no left padding: a decode query sees every cached column, no mask needed
         for t in range(max_new_tokens):
             logits = self.head(_rms(x[:, -1], self.norm_w, self.eps))
             nxt = draw(logits.float(), temperature, generator)  # [B]
@@ -248,6 +265,6 @@ class _LeanQwen3:
             s = L + t
             x = self.forward(
                 F.embedding(nxt[:, None], self.embed), cos[:, :, s : s + 1], sin[:, :, s : s + 1],
-                valid[:, None, None, : s + 1], K, V, s,
+                valid[:, None, None, : s + 1] if padded else None, K, V, s,
             )  # fmt: skip
         return out

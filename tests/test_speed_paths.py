@@ -78,3 +78,20 @@ def test_draw_follows_tempered_softmax_chi_square():
     expected = torch.softmax(logits / T, -1).double() * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.52, (chi2, counts.tolist(), expected.tolist())  # df=5, p=0.001
+
+
+def test_draw_is_torch_multinomial_bit_for_bit():
+    # draw() is torch.multinomial(softmax(logits / T), 1) without its input checks: the same tokens from the same
+    # generator, and the generator left in the same state (so every later draw, and the golden rows, are unchanged).
+    # kills: noise from rand/exponential of another shape (stream moved), probs * q instead of probs / q, the
+    # temperature dropped at T != 1, the division skipped at the wrong temperature
+    g = torch.Generator().manual_seed(11)
+    for T in (1.0, 0.7, 1.3):
+        for _ in range(20):
+            logits = torch.randn(8, 300, generator=g) * 4
+            state = g.get_state()
+            want = torch.multinomial(torch.softmax(logits / T, -1), 1, generator=g).squeeze(-1)
+            want_state = g.get_state()
+            g.set_state(state)
+            assert torch.equal(draw(logits, T, g), want)
+            assert torch.equal(g.get_state(), want_state)
