@@ -63,7 +63,7 @@ def _decode_hf(model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, ge
     inp = ids
     for t in range(max_new_tokens):
         logits = model(
-            input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True
+            input_ids=inp, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True
         ).logits
         nxt = draw(logits[:, -1].float(), temperature, generator)  # [B]
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)

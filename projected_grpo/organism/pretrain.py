@@ -111,12 +111,12 @@ def completion_loss(model, pids, pattn, cids, cattn) -> torch.Tensor:
     K = cids.shape[0] // pids.shape[0]
     ppos = (pattn.cumsum(1) - 1).clamp(min=0)
     cache = DynamicCache()
-    hp = model.model(input_ids=pids, attention_mask=pattn, position_ids=ppos, past_key_values=cache,
+    hp = model.model(input_ids=pids, attention_mask=pattn, position_ids=ppos, cache=cache,
                      use_cache=True).last_hidden_state[:, -1]  # [P, H]: predicts each completion's first token
     cache.batch_repeat_interleave(K)
     attn = torch.cat([pattn.repeat_interleave(K, 0), cattn], 1)
     cpos = ppos[:, -1:].repeat_interleave(K, 0) + 1 + torch.arange(cids.shape[1])[None]
-    hc = model.model(input_ids=cids, attention_mask=attn, position_ids=cpos, past_key_values=cache,
+    hc = model.model(input_ids=cids, attention_mask=attn, position_ids=cpos, cache=cache,
                      use_cache=True).last_hidden_state  # [P*K, Lc, H]
     h = torch.cat([hp.repeat_interleave(K, 0)[:, None], hc[:, :-1]], 1)  # position t predicts cids[:, t]
     m = cattn.bool()
