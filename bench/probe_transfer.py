@@ -24,8 +24,9 @@ from _common import compose
 from projected_grpo.env.grader import Grader
 from projected_grpo.interventions import calibrate_probe
 from projected_grpo.probe import LinearProbe, features, fit, pair_data
-from projected_grpo.rollout import decode, generate, prompt_ids
+from projected_grpo.rollout import decode, generate
 from projected_grpo.setup import build_setup
+from projected_grpo.tokens import prompt_ids
 from projected_grpo.vhack import make_pairs
 
 

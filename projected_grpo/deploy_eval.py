@@ -11,7 +11,8 @@ from projected_grpo import evaluate as eval_mod
 from projected_grpo.adapter import deployed
 from projected_grpo.config import ProjectionMode
 from projected_grpo.evaluate import EVAL_SAMPLES
-from projected_grpo.rollout import decode, generate, prompt_ids
+from projected_grpo.rollout import decode, generate
+from projected_grpo.tokens import prompt_ids
 
 
 @torch.no_grad()

@@ -17,9 +17,8 @@ from collections.abc import Callable
 import torch
 
 from projected_grpo.config import InterventionKind, MonitorKind
-from projected_grpo.env.prompts import render_prompt
 from projected_grpo.probe import LinearProbe, features, train_probe
-from projected_grpo.tokens import encode_prompt
+from projected_grpo.tokens import prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def calibrate_probe(probe: LinearProbe, mcfg, model, tok, problems, generate: Ge
     if not train:
         raise ValueError("probe calibration needs train-split problems to draw its prompts from; found none")
     chosen = [rng.choice(train) for _ in range(mcfg.probe_calib_prompts)]
-    prompts = [encode_prompt(tok, render_prompt(p, p.mode, inoculation)) for p in chosen]
+    prompts = [prompt_ids(tok, p, inoculation=inoculation) for p in chosen]
     comps = generate(prompts)
     n = len(comps) // len(prompts)
     logits = probe.logit(features(model, [p for p in prompts for _ in range(n)], comps, tok.pad_token_id))  # [P*n]

@@ -41,6 +41,7 @@ from projected_grpo.route2 import Route2
 from projected_grpo.setup import Setup, build_setup, record_run_files, run_dir, summary_lines, write_status
 from projected_grpo.summary import bluf, make_summary, metrics_row, postfix, read_rows, update_means
 from projected_grpo.teacher_pool import build_pool
+from projected_grpo.tokens import prompt_ids
 from projected_grpo.tracking import Tracker
 from projected_grpo.trusted import trusted_subspace
 from projected_grpo.vhack import refreshed_v_hack
@@ -173,7 +174,7 @@ class Trainer:
     # -- the parts, bound to this trainer's state ---------------------------------------------------
 
     def prompt_ids(self, problem, mode=None) -> list[int]:
-        return rollout.prompt_ids(self.tok, problem, mode)
+        return prompt_ids(self.tok, problem, mode)
 
     def calibration_sampler(self, seed: int):
         """The probe's calibration draw: trainer.group samples per prompt from the current (base) policy, in chunks of

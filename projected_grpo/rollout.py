@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from projected_grpo.adapter import folded
-from projected_grpo.env.prompts import render_prompt
 from projected_grpo.sampler import sample
-from projected_grpo.tokens import encode_completion, encode_prompt
+from projected_grpo.tokens import encode_completion, prompt_ids
 
 
 @dataclass
@@ -46,11 +45,6 @@ class Rollout:
             self.exploited[:n] = [g.exploited for g in graded]
             self.gt_correct[:n] = [g.gt_correct for g in graded]
         return self
-
-
-def prompt_ids(tok, problem, mode=None, inoculation: str | None = None) -> list[int]:
-    """The prompt's token ids; `inoculation` (training rollouts only) is appended to the system prompt."""
-    return encode_prompt(tok, render_prompt(problem, mode or problem.mode, inoculation))
 
 
 def generate(model, tok, prompts: list[list[int]], n: int, tcfg, generator: torch.Generator) -> list[list[int]]:

@@ -16,10 +16,9 @@ from projected_grpo import vhack as vhack_mod
 from projected_grpo.adapter import adapter_modules, set_fold_train, wrap_model
 from projected_grpo.atomic import write_json, write_text
 from projected_grpo.env.problems import load_problem_set
-from projected_grpo.env.prompts import render_prompt
 from projected_grpo.model import build_model
 from projected_grpo.organism import load_or_build
-from projected_grpo.tokens import encode_prompt
+from projected_grpo.tokens import prompt_ids
 
 HYDRA_SUBDIR = ".hydra"  # where record_run_files writes the job's config (report/jobs.py reads overrides.yaml)
 
@@ -93,7 +92,7 @@ def data_lines(s: Setup, cfg: DictConfig) -> list[str]:
     for split, c in d.counts().items():
         modes = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "total")
         lines.append(f"  {split}: {c['total']} ({modes})")
-    n_prompt = max(len(encode_prompt(s.tokenizer, render_prompt(p, p.mode))) for p in s.problems)
+    n_prompt = max(len(prompt_ids(s.tokenizer, p)) for p in s.problems)
     lines.append(f"prompt format: {prompt_format(s.tokenizer)}; longest prompt {n_prompt} tokens")
     mem = memory.for_run(s.model, cfg, n_prompt)
     lines.append(f"memory ({cfg.model.dtype.value}, computed; see projected_grpo/memory.py):")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from projected_grpo.env.prompts import render_prompt
+
 CHAT_OPTIONS = "_pg_chat_options"  # tokenizer attribute: extra chat-template arguments (set_chat_options)
 
 
@@ -34,6 +36,12 @@ def render_chat(tok, messages: list[dict]) -> str:
 def encode_prompt(tok, messages: list[dict]) -> list[int]:
     """Chat messages -> prompt token ids ending with the assistant header (render_chat)."""
     return tok(render_chat(tok, messages), add_special_tokens=False)["input_ids"]
+
+
+def prompt_ids(tok, problem, mode=None, inoculation: str | None = None) -> list[int]:
+    """A problem's prompt token ids under `mode` (default: its own); `inoculation` (training prompts only) is appended
+    to the system prompt. The one place prompts are built, for sampling, training and calibration alike."""
+    return encode_prompt(tok, render_prompt(problem, mode or problem.mode, inoculation))
 
 
 def encode_completion(tok, text: str, max_tokens: int | None = None) -> list[int]:

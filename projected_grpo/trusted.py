@@ -21,8 +21,7 @@ import torch
 
 from projected_grpo.adapter import adapter_modules
 from projected_grpo.env.completions import honest
-from projected_grpo.env.prompts import render_prompt
-from projected_grpo.tokens import completion_nll, encode_completion, encode_prompt, pack
+from projected_grpo.tokens import completion_nll, encode_completion, pack, prompt_ids
 
 
 def warmup_examples(problems, tok, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
@@ -35,7 +34,7 @@ def warmup_examples(problems, tok, n: int, seed: int) -> list[tuple[list[int], l
     out = []
     for i in range(n):
         p = order[i % len(order)]
-        out.append((encode_prompt(tok, render_prompt(p, p.mode)), encode_completion(tok, honest(p, i // len(order)))))
+        out.append((prompt_ids(tok, p), encode_completion(tok, honest(p, i // len(order)))))
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from projected_grpo.env.prompts import render_prompt
 from projected_grpo.modes import Mode
 from projected_grpo.organism.corpus import train_problems
 
@@ -17,7 +16,7 @@ def step0_report(model, tok, cfg) -> dict:
     """Sample train prompts under every corpus mode (and under each problem's assigned mode) and grade them."""
     from projected_grpo.env.grader import Grader
     from projected_grpo.sampler import sample
-    from projected_grpo.tokens import encode_prompt
+    from projected_grpo.tokens import prompt_ids
 
     r = cfg["report"]
     torch.set_num_threads(int(cfg["threads"]))
@@ -29,7 +28,7 @@ def step0_report(model, tok, cfg) -> dict:
     texts, n_tok = [], []
     for i in range(0, len(items), int(r["batch"])):
         chunk = items[i : i + int(r["batch"])]
-        prompts = [encode_prompt(tok, render_prompt(p, m)) for p, m, _ in chunk]
+        prompts = [prompt_ids(tok, p, m) for p, m, _ in chunk]
         outs = sample(model, prompts, int(r["max_new_tokens"]), tok.eos_token_id, tok.pad_token_id,
                       float(r["temperature"]), gen)
         texts += [tok.decode(o, skip_special_tokens=True) for o in outs]
