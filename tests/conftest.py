@@ -20,15 +20,9 @@ LEETCODE_SAMPLE = SHARED / "data" / "leetcode_medhard_sample.jsonl"
 
 def compose(overrides=()):
     """The composed train config (Hydra compose API), as the entrypoint would see it."""
-    from hydra import compose as hcompose
-    from hydra import initialize_config_dir
+    from projected_grpo.config import compose_train
 
-    from projected_grpo.config import register_configs
-    from projected_grpo.train import CONF_DIR
-
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        return hcompose("train", overrides=list(overrides))
+    return compose_train(overrides)
 
 
 @pytest.fixture

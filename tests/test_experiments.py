@@ -6,12 +6,11 @@ The meta-test at the bottom fails when a conf/experiment/*.yaml has no entry in 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 
-from projected_grpo.config import register_configs, validate
+from projected_grpo.config import compose_train, validate
 from projected_grpo.modes import MIXED_MODES
 from projected_grpo.train import CONF_DIR
 
@@ -35,12 +34,6 @@ EXPERIMENTS = {
 }
 
 
-def compose_train(overrides, hydra_cfg=False):
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_cfg)
-
-
 def sweep_jobs(params) -> list[list[str]]:
     """The jobs Hydra's basic sweeper launches for these params (same parser, same product)."""
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
@@ -54,7 +47,7 @@ def sweep_params(cfg) -> dict[str, str]:
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_experiment_sweep_params(name):
     expected, n_jobs = EXPERIMENTS[name]
-    cfg = compose_train([f"experiment={name}"], hydra_cfg=True)
+    cfg = compose_train([f"experiment={name}"], return_hydra_config=True)
     assert sweep_params(cfg) == expected
     assert cfg.hydra.mode == RunMode.MULTIRUN, "experiments must sweep without -m"
     assert len(sweep_jobs(expected)) == n_jobs
@@ -86,7 +79,7 @@ def check_job(cfg, job: dict) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_smoke_switch_beats_the_experiment(name):
-    cfg = compose_train([f"experiment={name}", "smoke=quick"], hydra_cfg=True)
+    cfg = compose_train([f"experiment={name}", "smoke=quick"], return_hydra_config=True)
     validate(cfg)
     assert sweep_params(cfg) == EXPERIMENTS[name][0]  # same sweep, tiny jobs
     t = cfg.trainer
@@ -115,7 +108,7 @@ def test_smoke_keeps_an_explicit_cli_model_choice():
 
 
 def test_default_run_is_unchanged_by_the_new_groups():
-    cfg = compose_train([], hydra_cfg=True)
+    cfg = compose_train([], return_hydra_config=True)
     assert cfg.hydra.mode in (None, RunMode.RUN)
     assert cfg.projection.mode.value == "erase" and cfg.trainer.steps == 20
 

@@ -3,6 +3,8 @@ intervention arms' schemas in intervention) and
 validate (semantic checks before any model is built; every error names the key, the bad value and what is allowed).
 Import from here: the names below are the public API."""
 
+from omegaconf import DictConfig
+
 from projected_grpo.config.intervention import (
     ORACLE_MONITORS,
     InterventionConfig,
@@ -43,6 +45,16 @@ from projected_grpo.config.schema import (
 )
 from projected_grpo.config.validate import ConfigError, teacher_per_group, validate, validate_organism
 
+
+def compose_train(overrides=(), return_hydra_config: bool = False) -> DictConfig:
+    """The train config `python train.py <overrides>` composes (Hydra compose API; not validated: call validate)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
 __all__ = [
     "CONF_DIR",
     "DEFAULT_TARGETS",
@@ -77,6 +89,7 @@ __all__ = [
     "TrustedConfig",
     "VHackConfig",
     "VSource",
+    "compose_train",
     "oracle_informed",
     "register_configs",
     "teacher_per_group",

@@ -181,14 +181,11 @@ def fill_added_keys(done: list[Job]) -> list[str]:
 
 def default_config() -> dict:
     """The flattened config a plain `python train.py` composes today (the current defaults of every key)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from projected_grpo.config import CONF_DIR, register_configs
+    from projected_grpo.config import compose_train
 
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose("train")
+    cfg = compose_train()
     return flatten(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True))
 
 

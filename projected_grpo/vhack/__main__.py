@@ -20,13 +20,9 @@ from projected_grpo.vhack.store import VHackError, _enum_str, extraction_meta, l
 
 
 def _compose(overrides):
-    from hydra import compose, initialize_config_dir
+    from projected_grpo.config import compose_train, validate
 
-    from projected_grpo.config import CONF_DIR, register_configs, validate
-
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose("train", overrides=list(overrides))
+    cfg = compose_train(overrides)
     validate(cfg)
     return cfg
 
