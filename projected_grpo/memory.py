@@ -7,7 +7,9 @@ with their gradients and AdamW's two moments; the sampler's static KV cache (lay
 
 Estimates (what autograd keeps for one GRPO backward of `group` completions; see ``activation_bytes``): the
 decoder activations, with and without trainer.grad_checkpointing, and the float32 log-softmax over the vocabulary
-on the completion tokens. Works on a model built on the meta device (no weights needed), so the figures for a hub
+on the completion tokens. The packed batch runs group x (prompt + completion) tokens; the shared-prompt backward
+(trainer.shared_prompt_backward, not with checkpointing or route2) runs the prompt once per source row plus the
+group's completion tokens, and every completion row's attention also keeps the prompt's K/V. Works on a model built on the meta device (no weights needed), so the figures for a hub
 model can be computed from its config alone (``python -m projected_grpo.memory`` prints Qwen3-0.6B and Qwen3-4B).
 """
 
@@ -87,8 +89,10 @@ def activation_bytes(cfg, r_per_layer: int, tokens: int, dtype_size: int, checkp
 
 
 def estimate(model: nn.Module, target_suffixes, dtype: torch.dtype, *, batch_sample: int, batch_train: int,
-             prompt_tokens: int, max_new_tokens: int, grad_checkpointing: bool) -> Memory:  # fmt: skip
-    """Memory of a run on `model` (real or on the meta device; wrapped or not)."""
+             prompt_tokens: int, max_new_tokens: int, grad_checkpointing: bool,
+             prompt_rows: int | None = None) -> Memory:  # fmt: skip
+    """Memory of a run on `model` (real or on the meta device; wrapped or not). prompt_rows: None for the packed
+    backward batch, else the shared-prompt backward with the prompt on that many rows (one per source)."""
     cfg = model.config
     b = dtype_bytes(dtype)
     knob_names = ("delta_s", "delta_s_hack")
@@ -105,9 +109,14 @@ def estimate(model: nn.Module, target_suffixes, dtype: torch.dtype, *, batch_sam
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     seq = prompt_tokens + max_new_tokens
     kv = L * 2 * batch_sample * cfg.num_key_value_heads * seq * hd * b
-    tokens = batch_train * seq
-    act = activation_bytes(cfg, r_layer, tokens, b, grad_checkpointing)
-    act_other = activation_bytes(cfg, r_layer, tokens, b, not grad_checkpointing)
+    packed = batch_train * seq  # tokens of the packed batch
+    if prompt_rows is None or grad_checkpointing:
+        act = activation_bytes(cfg, r_layer, packed, b, grad_checkpointing)
+    else:  # shared prompt: prompt_rows x prompt + group x completion tokens, and each completion row's prompt K/V
+        tokens = prompt_rows * prompt_tokens + batch_train * max_new_tokens
+        prompt_kv = L * batch_train * prompt_tokens * 2 * cfg.num_key_value_heads * hd * b
+        act = activation_bytes(cfg, r_layer, tokens, b, False) + prompt_kv
+    act_other = activation_bytes(cfg, r_layer, packed, b, not grad_checkpointing)  # flipped: packed either way
     logits = batch_train * max_new_tokens * cfg.vocab_size * (4 + 4 + b)  # float copy, log_softmax, model logits
     return Memory(weights, adapter, knobs, kv, act, act_other, logits, len(targets), grad_checkpointing)
 
@@ -117,12 +126,14 @@ def for_run(model: nn.Module, cfg, prompt_tokens: int) -> Memory:
     from projected_grpo.model import DTYPES
 
     t = cfg.trainer
-    from projected_grpo.config import teacher_per_group
+    from projected_grpo.config import ProjectionMode, teacher_per_group
 
     batch_sample = max(t.prompts_per_step * (t.group - teacher_per_group(cfg)), t.eval_prompts_per_mode * len(cfg.reward_mode.modes) * EVAL_SAMPLES)  # one eval split at a time
+    shared = t.shared_prompt_backward and cfg.projection.mode != ProjectionMode.route2  # route2 keeps the packed batch
+    rows = (2 if teacher_per_group(cfg) else 1) if shared else None  # a prompt row per source: student, teacher
     return estimate(model, list(cfg.model.target_suffixes), DTYPES[cfg.model.dtype.value], batch_sample=batch_sample,
                     batch_train=t.group, prompt_tokens=prompt_tokens, max_new_tokens=t.max_new_tokens,
-                    grad_checkpointing=bool(t.grad_checkpointing))  # fmt: skip
+                    grad_checkpointing=bool(t.grad_checkpointing), prompt_rows=rows)  # fmt: skip
 
 
 def format_table(mem: Memory) -> list[str]:
@@ -149,11 +160,12 @@ def main(argv=None) -> int:
 
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from projected_grpo.vhack import _compose
+    from projected_grpo.config import compose_train, validate
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     for option in ("qwen3_0_6b", "qwen3_4b"):
-        cfg = _compose([f"model={option}", *overrides])
+        cfg = compose_train([f"model={option}", *overrides])
+        validate(cfg)
         with torch.device("meta"):
             model = Qwen3ForCausalLM(Qwen3Config(**QWEN3[cfg.model.hub_id]))
         mem = for_run(model, cfg, prompt_tokens=1200)

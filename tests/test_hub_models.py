@@ -172,6 +172,14 @@ def test_memory_exact_parts_match_the_wrapped_model(hub, cache_dir):
     on = memory.estimate(model, DEFAULT_TARGETS, torch.float32, batch_sample=3, batch_train=2, prompt_tokens=10,
                          max_new_tokens=6, grad_checkpointing=True)  # fmt: skip
     assert on.activations < mem.activations and on.activations_other == mem.activations
+    # the shared-prompt backward: the prompt on 1 row + 2 completions x 6 tokens, plus each completion row's prompt
+    # K/V (2 layers x 2 rows x 10 positions x (K, V) x 2 kv heads x hd 16 x 4 bytes). activation_bytes is linear in
+    # tokens. kills: the prompt counted once per completion (== packed), the prompt K/V left out
+    shared = memory.estimate(model, DEFAULT_TARGETS, torch.float32, batch_sample=3, batch_train=2, prompt_tokens=10,
+                             max_new_tokens=6, grad_checkpointing=False, prompt_rows=1)  # fmt: skip
+    per_token = mem.activations // (2 * 16)
+    assert shared.activations == per_token * (1 * 10 + 2 * 6) + 2 * 2 * 10 * 2 * 2 * 16 * 4
+    assert shared.activations_other == on.activations  # the flipped setting (checkpointing) runs packed
 
 
 @pytest.mark.slow
@@ -198,3 +206,19 @@ def test_two_step_run_on_the_shared_sample_trains(hub, tmp_path, name):
 
     knobs = checkpoint.load(run / checkpoint.CKPT_NAME)["knobs"]
     assert len(knobs) == 14 and any(float(ds.abs().max()) > 0 for ds, _ in knobs.values())  # it trained
+
+
+def test_memory_cli_prints_both_hub_models(capsys):
+    # `python -m projected_grpo.memory` (README, Memory): both hub models from their published configs on the meta
+    # device; with checkpointing off the 0.6B's backward is the shared-prompt one, below its packed batch.
+    # kills: the CLI's config import broken (it imported a helper that had moved), shared-prompt rows ignored
+    assert memory.main([]) == 0
+    out = capsys.readouterr().out
+    assert "Qwen/Qwen3-0.6B" in out and "Qwen/Qwen3-4B" in out
+    assert memory.main(["trainer.shared_prompt_backward=false"]) == 0
+    packed = capsys.readouterr().out
+
+    def act_off(text):  # the 0.6B block's activations with checkpointing off, GiB
+        return float(next(ln for ln in text.splitlines() if "grad_checkpointing=off" in ln).split()[2])
+
+    assert act_off(out) < act_off(packed)
