@@ -112,9 +112,10 @@ def estimate(model: nn.Module, target_suffixes, dtype: torch.dtype, *, batch_sam
     packed = batch_train * seq  # tokens of the packed batch
     if prompt_rows is None or grad_checkpointing:
         act = activation_bytes(cfg, r_layer, packed, b, grad_checkpointing)
-    else:  # shared prompt: prompt_rows x prompt + group x completion tokens, and each completion row's prompt K/V
+    else:  # shared prompt: prompt_rows x prompt + group x completion tokens, and each completion row's prompt K/V,
+        # which SDPA keeps repeated to the query heads (transformers' repeat_kv: the completion pass has a mask)
         tokens = prompt_rows * prompt_tokens + batch_train * max_new_tokens
-        prompt_kv = L * batch_train * prompt_tokens * 2 * cfg.num_key_value_heads * hd * b
+        prompt_kv = L * batch_train * prompt_tokens * 2 * cfg.num_attention_heads * hd * b
         act = activation_bytes(cfg, r_layer, tokens, b, False) + prompt_kv
     act_other = activation_bytes(cfg, r_layer, packed, b, not grad_checkpointing)  # flipped: packed either way
     logits = batch_train * max_new_tokens * cfg.vocab_size * (4 + 4 + b)  # float copy, log_softmax, model logits

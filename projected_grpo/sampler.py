@@ -62,9 +62,7 @@ def _decode_hf(model, ids, attn, max_new_tokens, eos_id, pad_id, temperature, ge
     done = torch.zeros(B, dtype=torch.bool, device=ids.device)
     inp = ids
     for t in range(max_new_tokens):
-        logits = model(
-            input_ids=inp, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True
-        ).logits
+        logits = model(input_ids=inp, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True).logits
         nxt = draw(logits[:, -1].float(), temperature, generator)  # [B]
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         out[:, t] = nxt
@@ -94,12 +92,23 @@ def _strip(row: list[int], eos_id: int) -> list[int]:
 
 def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """logits [B, V] -> token ids [B]: argmax(p / q), q ~ Exp(1) i.i.d. (the exponential race), p the tempered softmax.
-    This is how torch.multinomial(p, 1) draws (same random numbers, same tokens; tests/test_speed_paths.py), without
-    its input checks; x / 1.0 is exact, so temperature 1 skips the division."""
+    This is how torch.multinomial(p, 1) draws (same random numbers, same tokens; tests/test_speed_paths.py), with its
+    input check done on the B picked values instead of all B x V; x / 1.0 is exact, so temperature 1 skips the
+    division. Non-finite logits raise, greedy included."""
     if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits if temperature == 1 else logits / temperature, -1)  # [B, V]
-    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
+        tok, scores = logits.argmax(-1), logits
+    else:
+        scores = torch.softmax(logits if temperature == 1 else logits / temperature, -1)  # [B, V]
+        tok = (scores / torch.empty_like(scores).exponential_(generator=generator)).argmax(-1)
+    # multinomial's check, at the cost of B values: a NaN or +inf logit, or a row of -inf, makes its softmax row NaN
+    # (and greedy argmax picks the NaN / inf), so the picked score is non-finite exactly when the row is invalid
+    bad = ~torch.isfinite(scores.gather(-1, tok[:, None]).squeeze(-1))  # [B]
+    if bool(bad.any()):
+        raise RuntimeError(
+            f"sampling: non-finite logits (NaN, +inf or all -inf) in rows {bad.nonzero().flatten().tolist()} "
+            "of this decode step; the policy's forward produced them (diverged knobs or corrupt weights)"
+        )
+    return tok
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -173,12 +173,13 @@ def test_memory_exact_parts_match_the_wrapped_model(hub, cache_dir):
                          max_new_tokens=6, grad_checkpointing=True)  # fmt: skip
     assert on.activations < mem.activations and on.activations_other == mem.activations
     # the shared-prompt backward: the prompt on 1 row + 2 completions x 6 tokens, plus each completion row's prompt
-    # K/V (2 layers x 2 rows x 10 positions x (K, V) x 2 kv heads x hd 16 x 4 bytes). activation_bytes is linear in
-    # tokens. kills: the prompt counted once per completion (== packed), the prompt K/V left out
+    # K/V, repeated to the 4 query heads (2 layers x 2 rows x 10 positions x (K, V) x 4 heads x hd 16 x 4 bytes).
+    # activation_bytes is linear in tokens. kills: the prompt counted once per completion (== packed), the prompt
+    # K/V left out or counted at the 2 kv heads
     shared = memory.estimate(model, DEFAULT_TARGETS, torch.float32, batch_sample=3, batch_train=2, prompt_tokens=10,
                              max_new_tokens=6, grad_checkpointing=False, prompt_rows=1)  # fmt: skip
     per_token = mem.activations // (2 * 16)
-    assert shared.activations == per_token * (1 * 10 + 2 * 6) + 2 * 2 * 10 * 2 * 2 * 16 * 4
+    assert shared.activations == per_token * (1 * 10 + 2 * 6) + 2 * 2 * 10 * 2 * 4 * 16 * 4
     assert shared.activations_other == on.activations  # the flipped setting (checkpointing) runs packed
 
 

@@ -61,3 +61,27 @@ def test_shared_prompt_prefill_gives_the_same_tokens():
     assert len(set(map(tuple, outs[1][:3]))) > 1  # the rows of one prompt still draw their own samples
     prefills = [b for b in batches if b[1] > 1]
     assert prefills == [(9, 5), (4, 5)]  # every row, then the 4 distinct prompts
+
+
+def test_greedy_matches_generate_unpadded_with_biases():
+    # the decode without a mask (no row padded) and Linear biases (Qwen3 attention_bias: q/k/v/o through addmm), both
+    # against HF generate. kills: a causal flag or a wrong mask on the mask-free decode, the bias dropped in _mm
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, max_position_embeddings=128, tie_word_embeddings=True,
+                      attention_bias=True)  # fmt: skip
+    torch.manual_seed(1)
+    model = Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and m.bias is not None:
+                m.bias.normal_(0, 0.05)
+    wrap_model(model, DEFAULT_TARGETS)
+    randomize_knobs(model, scale=0.2)
+    prompts = [PROMPTS[0], [30, 31, 32, 33, 34]]  # one length: no left padding
+    with folded(model):
+        got = sample(model, prompts, 12, eos_id=1, pad_id=0, temperature=0)
+        want = [hf_greedy(model, p, 12) for p in prompts]
+    for g, w in zip(got, want):
+        assert g == w[: len(g)] and (len(g) == 12 or g[-1] == 1)

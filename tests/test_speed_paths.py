@@ -8,6 +8,7 @@ Added here: sampled (temperature 1) tokens equal `generate`'s for the same seed;
 generic HF-forward decoder for the same generator; `draw` follows softmax(logits / T) (chi-square bound).
 """
 
+import pytest
 import torch
 
 from projected_grpo import sampler
@@ -95,3 +96,24 @@ def test_draw_is_torch_multinomial_bit_for_bit():
             g.set_state(state)
             assert torch.equal(draw(logits, T, g), want)
             assert torch.equal(g.get_state(), want_state)
+
+
+def test_draw_refuses_non_finite_logits_like_multinomial():
+    # torch.multinomial raised on NaN / inf probabilities; draw() keeps that check (on the picked values). A NaN or
+    # +inf logit, or a row of -inf, raises at T = 1 and at T = 0, naming the row; -inf on some tokens is a mask, fine.
+    # kills: the check dropped (argmax(p / q) returns token 0 for such rows), the check skipped for greedy
+    g = torch.Generator().manual_seed(0)
+    ok = torch.randn(3, 50, generator=g)
+    for T in (1.0, 0.0):
+        for bad in (float("nan"), float("inf")):
+            x = ok.clone()
+            x[1, 7] = bad
+            with pytest.raises(RuntimeError, match=r"rows \[1\]"):
+                draw(x, T, g)
+        x = ok.clone()
+        x[2] = float("-inf")
+        with pytest.raises(RuntimeError, match=r"rows \[2\]"):
+            draw(x, T, g)
+        masked = ok.clone()
+        masked[:, :10] = float("-inf")
+        assert bool((draw(masked, T, g) >= 10).all())
