@@ -32,10 +32,9 @@ def main(argv=None):
 
     from projected_grpo.adapter import adapter_modules, folded, wrap_model
     from projected_grpo.env.problems import load_problems
-    from projected_grpo.env.prompts import render_prompt
     from projected_grpo.model import build_model
     from projected_grpo.sampler import sample
-    from projected_grpo.tokens import encode_prompt
+    from projected_grpo.tokens import prompt_ids
 
     torch.set_num_threads(args.threads)
     cache = Path(os.environ.setdefault("PROJECTED_GRPO_CACHE", str(Path.home() / ".cache" / "projected_grpo")))
@@ -48,7 +47,7 @@ def main(argv=None):
         for m in adapter_modules(wrapped).values():
             m.delta_s.normal_(0, 0.1, generator=g)
     prob = next(p for p in load_problems(cfg.env, list(cfg.reward_mode.modes)) if p.split == "train")
-    prompt = encode_prompt(tok, render_prompt(prob, prob.mode))
+    prompt = prompt_ids(tok, prob)
     prompts = [prompt] * args.rows
     N, pad = args.max_new, tok.pad_token_id
     ids = torch.tensor(prompts)
