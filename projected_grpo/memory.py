@@ -9,8 +9,8 @@ Estimates (what autograd keeps for one GRPO backward of `group` completions; see
 decoder activations, with and without trainer.grad_checkpointing, and the float32 log-softmax over the vocabulary
 on the completion tokens. The packed batch runs group x (prompt + completion) tokens; the shared-prompt backward
 (trainer.shared_prompt_backward, not with checkpointing or route2) runs the prompt once per source row plus the
-group's completion tokens, and every completion row's attention also keeps the prompt's K/V. Works on a model built on the meta device (no weights needed), so the figures for a hub
-model can be computed from its config alone (``python -m projected_grpo.memory`` prints Qwen3-0.6B and Qwen3-4B).
+group's completion tokens, and every completion row's attention also keeps the prompt's K/V. Works on a model
+built on the meta device (no weights needed), so the figures for a hub model can be computed from its config alone (``python -m projected_grpo.memory`` prints Qwen3-0.6B and Qwen3-4B).
 """
 
 from __future__ import annotations
