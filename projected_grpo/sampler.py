@@ -164,7 +164,7 @@ class _Cat:
         self.lins = [_Lin(m) for m in mods]
         self.wt = self.b = None
         if fuse and all(lin.m is None for lin in self.lins):
-            self.wt = torch.cat([lin.wt.t() for lin in self.lins]).t()  # [d_in, sum d_out], F.linear's layout
+            self.wt = torch.cat([m.weight for m in mods]).t()  # [d_in, sum d_out], F.linear's layout
             if all(lin.b is not None for lin in self.lins):
                 self.b = torch.cat([lin.b for lin in self.lins])
             elif any(lin.b is not None for lin in self.lins):
